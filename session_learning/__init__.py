@@ -1,0 +1,1 @@
+"""session_learning: retrain trading models after every session, deploy only behind gates."""

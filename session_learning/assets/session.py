@@ -1,0 +1,232 @@
+"""Session analysis assets: trades of the session, CSV exports, breakdown, problem report."""
+
+import dataclasses
+import typing
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field, create_model
+
+from session_learning.assets.metadata import markdown_table
+from session_learning.domain.analysis import (
+    LearningRules,
+    ProblemReport,
+    analyze_session,
+    breakdown,
+)
+from session_learning.domain.models import ModelKey
+from session_learning.domain.trades import (
+    QUARANTINE_COLUMN,
+    export_session,
+    quarantine_counts,
+    quarantined_trades,
+    valid_trades,
+    validate_trades,
+)
+from session_learning.resources.files import TradeExportsResource
+from session_learning.resources.journal import TradeJournalResource
+
+GROUP = "session_analysis"
+OWNERS = ["team:trading-ml"]
+
+_RULE_HELP = {
+    "min_trades": "Trigger: learn only when the session has at least this many trades.",
+    "min_losers": "Trigger: learn only when the session has at least this many losers.",
+    "struggling_win_rate": "A model with a win rate below this is struggling.",
+    "struggling_min_trades": "Trades a model needs before it can be called struggling.",
+    "warning_win_rate": "Breakdown status 'warning' below this win rate.",
+    "overconfidence": "Losers above this confidence that hit the stop are overconfident.",
+    "min_overconfident_losers": "Overconfident losers needed to flag the session.",
+    "overconfident_loser_boost": "Sample weight of an overconfident loser's entry bar.",
+    "overconfident_l2_leaf_reg": "CatBoost l2_leaf_reg when the model was overconfident.",
+    "overconfident_depth_reduction": "Tree depth reduction when the model was overconfident.",
+    "base_edge_threshold": "Edge (p(direction) - p(opposite)) a signal needs by default.",
+    "overconfident_edge_threshold": "Edge a signal needs after overconfidence.",
+    "bias_min_trades_per_direction": "Trades per direction needed to judge directional bias.",
+    "bias_win_rate_gap": "Win-rate gap between directions that counts as bias.",
+    "weak_direction_loser_boost": "Sample weight of the weak direction's losers.",
+    "flat_class_weight": "Multiplier of the Flat class weight under directional bias.",
+    "weak_direction_class_weight": "Multiplier of the weak direction's class weight.",
+    "base_loser_boost": "Sample weight of every loser's entry bar in a retrain.",
+    "base_l2_leaf_reg": "CatBoost l2_leaf_reg of a plan without overconfidence.",
+    "base_depth": "CatBoost tree depth of a plan without overconfidence.",
+}
+
+_RULE_TYPES = typing.get_type_hints(LearningRules)
+
+# Every rule threshold is run config, typed and described from LearningRules itself, so a new
+# rule field cannot be forgotten here. ``preset`` sets the trigger; explicit fields override it.
+ProblemReportConfig = create_model(
+    "ProblemReportConfig",
+    __base__=dg.Config,
+    __doc__="Thresholds of the session analysis (the seed's rules); all optional.",
+    preset=(
+        str,
+        Field(
+            default="balanced", description="Trigger preset: aggressive, balanced, conservative."
+        ),
+    ),
+    **{
+        f.name: (_RULE_TYPES[f.name] | None, Field(default=None, description=_RULE_HELP[f.name]))
+        for f in dataclasses.fields(LearningRules)
+    },
+)
+
+
+def rules_from_config(config: dg.Config) -> LearningRules:
+    """The LearningRules of a ProblemReportConfig: the preset, then every field that is set."""
+    overrides = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(LearningRules)
+        if getattr(config, f.name) is not None
+    }
+    return LearningRules.preset(config.preset, **overrides)
+
+
+def build_session_assets(
+    partitions_def: dg.PartitionsDefinition, models: tuple[ModelKey, ...]
+) -> list[dg.AssetsDefinition]:
+    """The session-level assets for the configured models."""
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"sql", "pandas"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "session_trades_are_clean",
+                asset="session_trades",
+                description="Warns when journal rows of the session were quarantined.",
+            )
+        ],
+    )
+    def session_trades(context: dg.AssetExecutionContext, journal: TradeJournalResource):
+        """Trades that exited in the session, validated.
+
+        Every journal row of the window is kept: rows that break a data-quality rule (duplicate
+        id, exit before entry, prices that contradict direction/TP/SL, NaN, unknown model, naive
+        timestamps) carry a ``quarantine_reason`` and are left out of the analysis.
+        """
+        window = context.partition_time_window
+        raw = journal.journal().trades_exited_between(window.start, window.end)
+        trades = validate_trades(raw, known_models=models)
+        bad = quarantined_trades(trades)
+        good = valid_trades(trades)
+        unplaceable = len(journal.journal().unplaceable_trades())
+        yield dg.Output(
+            trades,
+            metadata={
+                "journal_rows": len(raw),
+                "valid_trades": len(good),
+                "quarantined": len(bad),
+                "winners": int((good["pnl"] > 0).sum()),
+                "losers": int((good["pnl"] < 0).sum()),
+                "quarantined_rows": markdown_table(
+                    bad[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
+                ),
+                "journal_rows_without_exit_time": unplaceable,
+            },
+        )
+        counts = quarantine_counts(trades)
+        yield dg.AssetCheckResult(
+            check_name="session_trades_are_clean",
+            passed=bad.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                "all journal rows passed the quality rules"
+                if bad.empty
+                else f"{len(bad)} row(s) quarantined: "
+                + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
+            ),
+            metadata={"quarantined": len(bad), **{f"reason: {k}": v for k, v in counts.items()}},
+        )
+
+    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"csv"})
+    def trade_exports(
+        context: dg.AssetExecutionContext,
+        session_trades: pd.DataFrame,
+        exports: TradeExportsResource,
+    ) -> dg.MaterializeResult:
+        """winners_<ts>.csv, losers_<ts>.csv and all_trades_<ts>.csv (ts = session end, UTC).
+
+        Re-running a partition rewrites the same files; quarantined rows go to quarantine_<ts>.csv.
+        """
+        paths = export_session(session_trades, context.partition_time_window.end, exports.path())
+        return dg.MaterializeResult(
+            metadata={
+                **{f"{name}_csv": dg.MetadataValue.path(str(p)) for name, p in paths.items()},
+                "rows": len(valid_trades(session_trades)),
+            }
+        )
+
+    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"pandas"})
+    def session_breakdown(session_trades: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        """Per symbol/timeframe and per direction: trades, winners, losers, win rate, P&L,
+        profit factor and status (ok / warning / failing)."""
+        table = breakdown(valid_trades(session_trades))
+        models_only = table.loc[table["direction"] == "all"]
+        return dg.Output(
+            table,
+            metadata={
+                "breakdown": markdown_table(table),
+                "models_failing": int((models_only["status"] == "failing").sum()),
+                "models_warning": int((models_only["status"] == "warning").sum()),
+            },
+        )
+
+    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"python"})
+    def problem_report(
+        context: dg.AssetExecutionContext,
+        config: ProblemReportConfig,  # type: ignore[valid-type]
+        session_trades: pd.DataFrame,
+    ) -> dg.Output[dict]:
+        """Problems of the session (struggling models, overconfident losers, directional bias),
+        whether it triggers learning, and the retraining plan of every model."""
+        window = context.partition_time_window
+        report = analyze_session(
+            valid_trades(session_trades),
+            models,
+            window.start,
+            window.end,
+            rules_from_config(config),
+        )
+        return dg.Output(report.to_dict(), metadata=report_metadata(report))
+
+    return [session_trades, trade_exports, session_breakdown, problem_report]
+
+
+def report_metadata(report: ProblemReport) -> dict:
+    """UI metadata of a problem report: trigger, problems and plans as tables."""
+    problems = pd.DataFrame(
+        [
+            {"kind": p.kind, "model": p.model or "session", "problem": p.message}
+            for p in report.problems
+        ],
+        columns=["kind", "model", "problem"],
+    )
+    plans = pd.DataFrame(
+        [
+            {
+                "model": slug,
+                "retrain": plan.retrain,
+                "boosted trades": len(plan.trade_boosts),
+                "edge threshold": plan.edge_threshold,
+                "l2_leaf_reg": plan.l2_leaf_reg,
+                "class weights": ", ".join(f"{k} {v:g}" for k, v in plan.class_weights.items()),
+                "why": "; ".join(plan.reasons),
+            }
+            for slug, plan in report.plans.items()
+        ]
+    )
+    return {
+        "triggered": report.trigger.triggered,
+        "trigger": report.trigger.message,
+        "trades": report.summary["trades"],
+        "win_rate": float(report.summary["win_rate"]),
+        "pnl": float(report.summary["pnl"]),
+        "problems_found": len(report.problems),
+        "models_to_retrain": sum(p.retrain for p in report.plans.values()),
+        "problems": markdown_table(problems),
+        "plan": markdown_table(plans),
+    }

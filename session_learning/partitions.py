@@ -1,0 +1,31 @@
+"""The session partitions: one partition per trading session (4 hours, UTC, by default)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+DEFAULT_SESSION_HOURS = 4
+DEFAULT_START = "2025-01-01-00:00"
+
+
+def session_cron(hours: int) -> str:
+    """The cron schedule of sessions that last ``hours`` (a divisor of 24)."""
+    if hours not in (1, 2, 3, 4, 6, 8, 12, 24):
+        raise ValueError(f"session length must divide a day evenly, got {hours} hours")
+    return "0 0 * * *" if hours == 24 else f"0 */{hours} * * *"
+
+
+def build_session_partitions(
+    hours: int = DEFAULT_SESSION_HOURS, start: str = DEFAULT_START
+) -> dg.TimeWindowPartitionsDefinition:
+    """Time-window partitions of ``hours`` each, UTC, keys like ``2025-01-06-04:00``.
+
+    A partition's window is its session; a trade belongs to the session in which it exited.
+    """
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=session_cron(hours),
+        start=start,
+        fmt=PARTITION_FORMAT,
+        timezone="UTC",
+    )

@@ -1,0 +1,100 @@
+"""An IO manager that stores asset values as Parquet (frames) and JSON (dicts), never pickle.
+
+Values are readable outside Dagster: ``<base_dir>/<asset key path>/<partition>.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+_FRAME_MARK = "__parquet__"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def dumps(value: object) -> str:
+    """JSON with infinities allowed (profit factor without losers) and numpy scalars unwrapped."""
+    return json.dumps(value, default=_json_default, indent=1, sort_keys=True, allow_nan=True)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ValueStoreIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrames as Parquet and dicts/lists as JSON under ``base_dir``."""
+
+    base_dir: str = Field(description="Folder that holds the stored asset values.")
+
+    def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
+        key = context.asset_key.path
+        name = (
+            context.asset_partition_key.replace(":", "")
+            if context.has_asset_partitions
+            else "value"
+        )
+        return Path(self.base_dir, *key, f"{name}{suffix}")
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, pd.DataFrame):
+            path = self._path(context, ".parquet")
+            _atomic_write(path, lambda tmp: obj.to_parquet(tmp))
+        elif isinstance(obj, dict):
+            # DataFrames inside a dict go to sibling Parquet files; the JSON names them.
+            path = self._path(context, ".json")
+            plain = {}
+            for key, value in obj.items():
+                if isinstance(value, pd.DataFrame):
+                    part = path.with_name(f"{path.stem}.{key}.parquet")
+                    _atomic_write(part, lambda tmp, v=value: v.to_parquet(tmp))
+                    plain[key] = {_FRAME_MARK: part.name}
+                else:
+                    plain[key] = value
+            text = dumps(plain)
+            _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        else:
+            raise TypeError(
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; "
+                "this store keeps DataFrames and JSON-able dicts only"
+            )
+        context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> object:
+        frame_path = self._path(context, ".parquet")
+        if frame_path.exists():
+            return pd.read_parquet(frame_path)
+        path = self._path(context, ".json")
+        if path.exists():
+            value = json.loads(path.read_text())  # Infinity/NaN parse back as floats
+            for key, item in value.items():
+                if isinstance(item, dict) and set(item) == {_FRAME_MARK}:
+                    value[key] = pd.read_parquet(path.with_name(item[_FRAME_MARK]))
+            return value
+        raise FileNotFoundError(
+            f"no stored value for {context.asset_key.to_user_string()} "
+            f"partition {context.asset_partition_key if context.has_asset_partitions else '-'} "
+            f"under {self.base_dir}: materialize it first"
+        )

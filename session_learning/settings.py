@@ -1,0 +1,68 @@
+"""Deployment settings read from environment variables when the code location loads.
+
+Everything that shapes the asset graph (the models, the session length) has to be known when
+the definitions are built; everything else is resource or run config.
+
+| variable | default | meaning |
+|---|---|---|
+| SESSION_LEARNING_HOME | ./var | folder for the SQLite journal, exports, models, stored values |
+| SESSION_LEARNING_JOURNAL_URL | sqlite:///$HOME/journal.sqlite | trade journal (SQLAlchemy URL) |
+| SESSION_LEARNING_MODELS | EURUSD:30T,EURUSD:15T,GBPUSD:30T,GBPUSD:15T,XAUUSD:30T,XAUUSD:15T | models |
+| SESSION_LEARNING_SESSION_HOURS | 4 | session length (partitions and schedule) |
+| SESSION_LEARNING_START | 2025-01-01-00:00 | first partition |
+| SESSION_LEARNING_SYNTHETIC_SEED | 7 | seed of the synthetic market data |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from session_learning.domain.models import DEFAULT_MODELS, ModelKey, parse_models
+from session_learning.partitions import DEFAULT_SESSION_HOURS, DEFAULT_START
+
+JOURNAL_URL_VAR = "SESSION_LEARNING_JOURNAL_URL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the code location is built from."""
+
+    home: Path
+    models: tuple[ModelKey, ...] = DEFAULT_MODELS
+    session_hours: int = DEFAULT_SESSION_HOURS
+    start: str = DEFAULT_START
+    journal_url: str | None = None  # None: the SQLite file under home
+    synthetic_seed: int = 7
+
+    @property
+    def default_journal_url(self) -> str:
+        return f"sqlite:///{self.home / 'journal.sqlite'}"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "live_trades"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def values_dir(self) -> Path:
+        return self.home / "values"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("SESSION_LEARNING_HOME", "var")).resolve()
+        models = env.get("SESSION_LEARNING_MODELS")
+        return cls(
+            home=home,
+            models=parse_models(models) if models else DEFAULT_MODELS,
+            session_hours=int(env.get("SESSION_LEARNING_SESSION_HOURS", DEFAULT_SESSION_HOURS)),
+            start=env.get("SESSION_LEARNING_START", DEFAULT_START),
+            journal_url=env.get(JOURNAL_URL_VAR) or None,
+            synthetic_seed=int(env.get("SESSION_LEARNING_SYNTHETIC_SEED", "7")),
+        )

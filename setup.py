@@ -1,0 +1,41 @@
+from setuptools import find_packages, setup
+
+# dagster and its libraries are released in lock-step (libraries are versioned 0.(minor+16).patch);
+# an unpinned install can resolve to a years-old dagster-postgres that pip check does not flag.
+DAGSTER_VERSION = "1.13.27"
+DAGSTER_LIB_VERSION = "0.29.27"
+
+setup(
+    name="session_learning",
+    version="0.1.0",
+    description="A Dagster code location that retrains trading models after every session, "
+    "behind benchmark gates.",
+    packages=find_packages(exclude=["tests*", "bench*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        f"dagster=={DAGSTER_VERSION}",
+        f"dagster-webserver=={DAGSTER_VERSION}",
+        f"dagster-graphql=={DAGSTER_VERSION}",
+        f"dagster-postgres=={DAGSTER_LIB_VERSION}",
+        "pandas>=3.0,<3.2",
+        "numpy>=2.2,<2.6",
+        "catboost==1.2.10",
+        "scikit-learn>=1.6,<1.10",
+        "sqlalchemy>=2.0,<2.2",
+        # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; URLs here say postgresql+psycopg2://
+        "psycopg2-binary>=2.9,<3",
+        # Parquet for intermediate asset values (no pickle) and the bar-file source.
+        "pyarrow>=18",
+        # PNG plots in asset metadata and replay reports.
+        "matplotlib>=3.9",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "playwright>=1.45",
+        ],
+    },
+    entry_points={"console_scripts": ["session-learning=session_learning.cli:main"]},
+)
