@@ -1,0 +1,282 @@
+"""Per-model learning assets, one set per symbol/timeframe (an asset factory):
+
+    <MODEL>/weighted_training_set -> <MODEL>/candidate_model --(blocking gates)--> <MODEL>/deployed_model
+
+A model that the session's plan leaves untouched (and that has a production model) produces no
+training set, so its candidate and deployment are skipped for that partition.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from session_learning.assets.metadata import markdown_table
+from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.gates import GATE_NAMES, all_passed, evaluate_gates
+from session_learning.domain.learning import (
+    TradingRule,
+    build_training_set,
+    catboost_params,
+    evaluate,
+    rule_for,
+    train_model,
+    validation_window,
+)
+from session_learning.domain.models import ModelKey
+from session_learning.domain.trades import valid_trades
+from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.market_data import MarketDataResource
+from session_learning.resources.registry import ModelRegistryResource
+
+GROUP_PREFIX = "model_"
+OWNERS = ["team:trading-ml"]
+
+GATE_DESCRIPTIONS = {
+    "profit_factor_above_threshold": "Validation profit factor (with costs) above the gate.",
+    "max_drawdown_below_threshold": "Validation max drawdown below the gate.",
+    "win_rate_above_threshold": "Validation win rate above the gate.",
+    "enough_validation_trades": "Enough validation trades for the timeframe to judge the model.",
+    "candidate_beats_production": "Expectancy above production's on the same window, beyond "
+    "noise (paired block bootstrap at the configured confidence).",
+}
+
+
+def history_start(key: ModelKey, session_end: pd.Timestamp, bars_needed: int) -> pd.Timestamp:
+    """How far back to load ``bars_needed`` bars, allowing for weekends without bars."""
+    return session_end - key.bar * int(bars_needed * 7 / 5 + 10)
+
+
+def build_model_assets(
+    partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> list[dg.AssetsDefinition]:
+    """The training set, candidate and deployment assets of one model."""
+    prefix = [key.slug]
+    group = f"{GROUP_PREFIX}{key.slug}"
+    candidate_key = dg.AssetKey([*prefix, "candidate_model"])
+
+    @dg.asset(
+        key_prefix=prefix,
+        name="weighted_training_set",
+        partitions_def=partitions_def,
+        group_name=group,
+        owners=OWNERS,
+        kinds={"pandas"},
+        output_required=False,
+        ins={
+            "problem_report": dg.AssetIn(key="problem_report"),
+            "session_trades": dg.AssetIn(key="session_trades"),
+        },
+        tags={"session_learning/model": key.slug},
+    )
+    def weighted_training_set(
+        context: dg.AssetExecutionContext,
+        problem_report: dict,
+        session_trades: pd.DataFrame,
+        market_data: MarketDataResource,
+        registry: ModelRegistryResource,
+        learning_settings: LearningSettingsResource,
+    ):
+        """Features and triple-barrier labels up to the session's end, with the session's losers
+        boosted on the bars they were decided on, and a purged, embargoed validation window."""
+        report = ProblemReport.from_dict(problem_report)
+        plan = report.plans.get(key.slug) or RetrainPlan(model=key.slug, retrain=False)
+        has_production = registry.registry().production_version(key) is not None
+        if not plan.retrain and has_production:
+            context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
+            return
+        if not has_production:
+            plan = RetrainPlan(
+                **{
+                    **plan.to_dict(),
+                    "retrain": True,
+                    "reasons": ("no production model yet: initial training", *plan.reasons),
+                }
+            )
+        config = learning_settings.learning_config()
+        window = context.partition_time_window
+        end = pd.Timestamp(window.end)
+        bars = market_data.bars(
+            key, history_start(key, end, config.history_bars(key.timeframe)), end
+        )
+        frame, info = build_training_set(
+            bars, key, pd.Timestamp(window.start), end, valid_trades(session_trades), plan, config
+        )
+        info["plan"] = plan.to_dict()
+        yield dg.Output(
+            {"frame": frame, "info": info},
+            metadata={
+                "training_rows": info["rows"]["train"],
+                "validation_rows": info["rows"]["validation"],
+                "boosted_rows": len(info["boosted_rows"]),
+                "unmatched_trades": len(info["unmatched_trades"]),
+                "class_balance": markdown_table(pd.DataFrame([info["class_balance"]])),
+                "boosted": markdown_table(pd.DataFrame(info["boosted_rows"])),
+                "unmatched": markdown_table(pd.DataFrame(info["unmatched_trades"])),
+                "validation_window": f"{info['split']['validation_start']} .. {info['split']['validation_end']}",
+                "plan": "; ".join(plan.reasons),
+            },
+        )
+
+    @dg.asset(
+        key=candidate_key,
+        partitions_def=partitions_def,
+        group_name=group,
+        owners=OWNERS,
+        kinds={"catboost"},
+        ins={"weighted_training_set": dg.AssetIn(key=[*prefix, "weighted_training_set"])},
+        check_specs=[
+            dg.AssetCheckSpec(
+                name, asset=candidate_key, blocking=True, description=GATE_DESCRIPTIONS[name]
+            )
+            for name in GATE_NAMES
+        ],
+        tags={"session_learning/model": key.slug},
+    )
+    def candidate_model(
+        context: dg.AssetExecutionContext,
+        weighted_training_set: dict,
+        registry: ModelRegistryResource,
+        learning_settings: LearningSettingsResource,
+    ):
+        """A CatBoost Long/Short/Flat model trained under the session's plan, stored as .cbm with
+        a JSON card, and judged on the held-out window against the gates and production."""
+        frame, info = weighted_training_set["frame"], weighted_training_set["info"]
+        plan = RetrainPlan.from_dict(info["plan"])
+        config = learning_settings.learning_config()
+        params = catboost_params(plan, config)
+        model = train_model(frame, info["features"], params)
+        rule = rule_for(plan, info, config)
+        costs = learning_settings.costs(key.symbol)
+        candidate_result = evaluate(model, info["features"], frame, rule, costs, key.bar)
+
+        store = registry.registry()
+        live = store.production_version(key)
+        window = validation_window(frame, key.bar)
+        card = {
+            "session": context.partition_key,
+            "training_window": info["training_window"],
+            "validation_window": [window[0].isoformat(), window[1].isoformat()],
+            "features": info["features"],
+            "params": params,
+            "plan": info["plan"],
+            "trading_rule": rule.__dict__,
+            "parent_version": live,
+        }
+        version = store.save_candidate(key, model, card, context.partition_time_window.end)
+        # Re-running a partition whose candidate went live compares it with the model it
+        # replaced, not with itself.
+        baseline = store.card(key, version)["parent_version"] if live == version else live
+        production_result = None
+        if baseline is not None:
+            production_model, production_card = store.load(key, baseline)
+            production_result = evaluate(
+                production_model,
+                production_card["features"],
+                frame,
+                TradingRule.from_dict(production_card["trading_rule"]),
+                costs,
+                key.bar,
+            )
+        gates = evaluate_gates(
+            candidate_result,
+            production_result,
+            key.timeframe,
+            window,
+            learning_settings.gate_thresholds(),
+        )
+        passed = all_passed(gates)
+        store.update_card(
+            key,
+            version,
+            validation_metrics=candidate_result.metrics.as_dict(),
+            production_metrics=production_result.metrics.as_dict() if production_result else None,
+            gates=[g.as_dict() for g in gates],
+            passed_gates=passed,
+        )
+        failed = [g.name for g in gates if not g.passed]
+        decision = (
+            "passed every gate: will be deployed" if passed else "rejected: " + ", ".join(failed)
+        )
+        m = candidate_result.metrics
+        yield dg.Output(
+            {
+                "version": version,
+                "passed": passed,
+                "decision": decision,
+                "production_version": baseline,
+                "gates": [g.as_dict() for g in gates],
+                "metrics": m.as_dict(),
+            },
+            metadata={
+                "version": version,
+                "decision": decision,
+                "profit_factor": m.profit_factor,
+                "max_drawdown_pct": m.max_drawdown_pct,
+                "win_rate": m.win_rate,
+                "validation_trades": m.trades,
+                "expectancy_r": m.expectancy_r,
+                "sharpe": m.sharpe,
+                "production_version": baseline or "none",
+                "gates": markdown_table(
+                    pd.DataFrame(
+                        [
+                            {
+                                "gate": g.name,
+                                "passed": "yes" if g.passed else "NO",
+                                "value": g.value,
+                                "threshold": g.threshold,
+                                "production": g.production_value,
+                                "detail": g.message,
+                            }
+                            for g in gates
+                        ]
+                    )
+                ),
+            },
+        )
+        for gate in gates:
+            yield dg.AssetCheckResult(
+                asset_key=candidate_key,
+                check_name=gate.name,
+                passed=gate.passed,
+                description=gate.message,
+                metadata={
+                    "value": gate.value,
+                    "threshold": gate.threshold,
+                    "production_value": gate.production_value,
+                    **{k: v for k, v in gate.details.items()},
+                },
+            )
+
+    @dg.asset(
+        key_prefix=prefix,
+        name="deployed_model",
+        partitions_def=partitions_def,
+        group_name=group,
+        owners=OWNERS,
+        kinds={"catboost"},
+        ins={"candidate_model": dg.AssetIn(key=candidate_key)},
+        pool=f"deploy_{key.slug}",
+        tags={"session_learning/model": key.slug},
+    )
+    def deployed_model(
+        context: dg.AssetExecutionContext, candidate_model: dict, registry: ModelRegistryResource
+    ) -> dg.Output[dict]:
+        """The production model after this session: the candidate, promoted atomically, when it
+        passed every gate (this asset runs only then). Earlier versions are kept for rollback."""
+        store = registry.registry()
+        previous = store.production_version(key)
+        version = candidate_model["version"]
+        promoted = store.promote(
+            key, version, reason=candidate_model["decision"], session=context.partition_key
+        )
+        summary = (
+            f"deployed {version} (was {previous or 'none'})"
+            if promoted
+            else f"{version} was already deployed for this session: no second deployment"
+        )
+        return dg.Output(
+            {"version": version, "previous": previous, "promoted": promoted, "summary": summary},
+            metadata={"version": version, "previous": previous or "none", "summary": summary},
+        )
+
+    return [weighted_training_set, candidate_model, deployed_model]

@@ -1,0 +1,178 @@
+"""The ``session-learning`` command: demo, models, rollback, import-trades."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from session_learning.domain.models import ModelKey, UnknownModelError
+from session_learning.settings import Settings
+
+DEMO_END = "2025-06-05T00:00:00Z"
+
+
+def _registry(settings: Settings):
+    from session_learning.resources.registry import ModelRegistry
+
+    return ModelRegistry(settings.models_dir)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Seed the SQLite journal from synthetic bars and run the learning cycle on the latest
+    sessions, in order, through Dagster."""
+    import dagster as dg
+
+    from session_learning.definitions import build_definitions, build_resources
+    from session_learning.domain.demo import malformed_examples, simulate_trades
+    from session_learning.domain.learning import DEFAULT_COSTS
+
+    settings = Settings.from_env()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    resources = build_resources(settings)
+    journal = resources["journal"].journal()
+    market = resources["market_data"]
+    end = pd.Timestamp(args.end)
+    hours = pd.Timedelta(hours=settings.session_hours)
+    start = end - args.sessions * hours
+
+    journal.create_schema()
+    frames = []
+    for key in settings.models:
+        bars = market.bars(key, start - pd.Timedelta(days=3), end)
+        frames.append(simulate_trades(bars, key, start, end, DEFAULT_COSTS[key.symbol], seed=1))
+    trades = pd.concat(frames, ignore_index=True).sort_values("exit_time", kind="stable")
+    present = journal.existing_trade_ids(trades["trade_id"])
+    new = trades.loc[~trades["trade_id"].isin(present)]
+    journal.add_trades(new)
+    if not present:
+        journal.add_trades(malformed_examples(trades))
+    print(
+        f"journal {journal.url}: {len(new)} new demo trades "
+        f"({len(trades)} in {args.sessions} sessions {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC)"
+    )
+
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("session_learning_job")
+    instance = dg.DagsterInstance.get()
+    partitions = defs.resolve_job_def("session_learning_job").partitions_def
+    keys = partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(
+            partitions.get_partition_key_for_timestamp(start.timestamp()),
+            partitions.get_partition_key_for_timestamp((end - hours).timestamp()),
+        )
+    )
+    registry = _registry(settings)
+    for key in keys:
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        print(
+            f"\n== session {key} (run {result.run_id[:8]}: {'success' if result.success else 'see gates'})"
+        )
+        _print_partition(result, settings, registry)
+    print(f"\nexports: {settings.exports_dir}\nmodels:  {settings.models_dir}")
+    print("open the UI with: make ui   (or: dagster dev -w workspace.yaml)")
+    return 0
+
+
+def _print_partition(result, settings: Settings, registry) -> None:
+    report = result.output_for_node("problem_report")
+    print(f"   {report['trigger']['message']}")
+    for problem in report["problems"]:
+        print(f"   problem: {problem['message']}")
+    for model in settings.models:
+        node = f"{model.slug}__candidate_model"
+        try:
+            candidate = result.output_for_node(node)
+        except Exception:  # not materialized: the plan left the model untouched
+            plan = report["plans"].get(model.slug, {})
+            print(f"   {model.slug:<11} untouched ({'; '.join(plan.get('reasons', []))})")
+            continue
+        m = candidate["metrics"]
+        pf = "inf" if m["profit_factor"] is None else f"{m['profit_factor']:.2f}"
+        print(
+            f"   {model.slug:<11} {candidate['version']}: PF {pf}, DD {m['max_drawdown_pct']:.2f}%, "
+            f"WR {100 * m['win_rate']:.1f}%, {m['trades']} trades -> {candidate['decision']}"
+        )
+    live = ", ".join(
+        f"{m.slug} {registry.production_version(m) or 'none'}" for m in settings.models
+    )
+    print(f"   production now: {live}")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List models, their production version and deployment history."""
+    settings = Settings.from_env()
+    registry = _registry(settings)
+    keys = registry.models()
+    if not keys:
+        print(f"no models under {settings.models_dir}")
+        return 0
+    for key in keys:
+        print(f"{key.slug}: production {registry.production_version(key) or 'none'}")
+        for entry in registry.history(key):
+            print(
+                f"   {entry['version']}  live {entry['live_from']} .. {entry['live_to'] or 'now'}"
+                f"  ({entry['reason']})"
+            )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Put an earlier version back into production."""
+    settings = Settings.from_env()
+    key = ModelKey(args.symbol.upper(), args.timeframe.upper())
+    version = _registry(settings).rollback(key, args.to)
+    print(f"{key.slug}: production is now {version}")
+    return 0
+
+
+def cmd_import_trades(args: argparse.Namespace) -> int:
+    """Import a CSV of closed trades into the journal."""
+    from session_learning.resources.journal import TradeJournal
+
+    settings = Settings.from_env()
+    journal = TradeJournal(settings.journal_url or settings.default_journal_url)
+    counts = journal.import_csv(args.path)
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="session-learning",
+        description="Retrain trading models after every session, deploy only behind gates. "
+        "Settings come from SESSION_LEARNING_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help=cmd_demo.__doc__)
+    demo.add_argument("--sessions", type=int, default=6, help="sessions to run (default 6)")
+    demo.add_argument(
+        "--end", default=DEMO_END, help=f"end of the last session (default {DEMO_END})"
+    )
+    demo.set_defaults(func=cmd_demo)
+    models = sub.add_parser("models", help=cmd_models.__doc__)
+    models.set_defaults(func=cmd_models)
+    rollback = sub.add_parser("rollback", help=cmd_rollback.__doc__)
+    rollback.add_argument("symbol")
+    rollback.add_argument("timeframe")
+    rollback.add_argument("--to", default=None, help="version (default: the one live before)")
+    rollback.set_defaults(func=cmd_rollback)
+    imp = sub.add_parser("import-trades", help=cmd_import_trades.__doc__)
+    imp.add_argument("path")
+    imp.set_defaults(func=cmd_import_trades)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UnknownModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

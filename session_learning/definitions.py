@@ -1,0 +1,59 @@
+"""Assembles the code location: assets, checks, jobs, schedules and resources. Nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from session_learning.assets.models import build_model_assets
+from session_learning.assets.session import build_session_assets
+from session_learning.partitions import build_session_partitions
+from session_learning.resources.files import TradeExportsResource
+from session_learning.resources.journal import TradeJournalResource
+from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.market_data import SyntheticMarketDataResource
+from session_learning.resources.registry import ModelRegistryResource
+from session_learning.resources.value_store import ValueStoreIOManager
+from session_learning.settings import JOURNAL_URL_VAR, Settings
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Resources for ``settings``; a journal URL from the environment stays an EnvVar so that
+    its password is never shown in the UI."""
+    journal_url = (
+        dg.EnvVar(JOURNAL_URL_VAR) if settings.journal_url else settings.default_journal_url
+    )
+    return {
+        "journal": TradeJournalResource(url=journal_url),
+        "market_data": SyntheticMarketDataResource(seed=settings.synthetic_seed),
+        "exports": TradeExportsResource(directory=str(settings.exports_dir)),
+        "registry": ModelRegistryResource(root=str(settings.models_dir)),
+        "learning_settings": LearningSettingsResource(),
+        "io_manager": ValueStoreIOManager(base_dir=str(settings.values_dir)),
+    }
+
+
+def build_definitions(
+    settings: Settings, resource_overrides: dict[str, object] | None = None
+) -> dg.Definitions:
+    """The whole code location for ``settings`` (tests replace resources through
+    ``resource_overrides``)."""
+    partitions = build_session_partitions(settings.session_hours, settings.start)
+    assets = build_session_assets(partitions, settings.models)
+    for key in settings.models:
+        assets += build_model_assets(partitions, key)
+    session_job = dg.define_asset_job(
+        "session_learning_job",
+        selection=dg.AssetSelection.assets(*assets),
+        description="One learning cycle for one session partition.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[session_job],
+        resources={**build_resources(settings), **(resource_overrides or {})},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded by ``workspace.yaml``; settings come from SESSION_LEARNING_* variables."""
+    return build_definitions(Settings.from_env())

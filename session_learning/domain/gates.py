@@ -1,0 +1,169 @@
+"""The deployment gates: absolute benchmarks on the validation window, and beating production.
+
+Each gate gives a ``GateResult`` carrying its value, its threshold and the production model's
+value on the same window, so a person can see how far a candidate was from passing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from session_learning.domain.backtest import BacktestResult
+from session_learning.domain.stats import paired_bootstrap_expectancy
+
+DEFAULT_MIN_TRADES = {"5T": 200, "15T": 150, "30T": 100, "1H": 60, "4H": 40}
+
+GATE_NAMES = (
+    "profit_factor_above_threshold",
+    "max_drawdown_below_threshold",
+    "win_rate_above_threshold",
+    "enough_validation_trades",
+    "candidate_beats_production",
+)
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """The benchmark gates (seed: PF > 1.4, DD < 6.5%, WR > 42%) and the comparison's settings."""
+
+    min_profit_factor: float = 1.4
+    max_drawdown_pct: float = 6.5
+    min_win_rate: float = 0.42
+    min_trades: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIN_TRADES))
+    confidence: float = 0.90
+    bootstrap_block: str = "1D"
+    bootstrap_samples: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's verdict with the numbers behind it."""
+
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    production_value: float | None
+    message: str
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    if math.isinf(x):
+        return "∞"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
+
+
+def evaluate_gates(
+    candidate: BacktestResult,
+    production: BacktestResult | None,
+    timeframe: str,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    thresholds: GateThresholds = GateThresholds(),
+) -> list[GateResult]:
+    """Judge a candidate on the validation ``window`` against the gates and production.
+
+    With no production model the comparison passes with a note: the absolute gates alone decide.
+    A comparison needs the candidate's expectancy above production's at ``confidence`` (a paired
+    block bootstrap over the window), not merely a higher point estimate.
+    """
+    c, p = candidate.metrics, production.metrics if production is not None else None
+    min_trades = thresholds.min_trades.get(timeframe, 100)
+    results = [
+        GateResult(
+            "profit_factor_above_threshold",
+            c.trades > 0 and c.profit_factor > thresholds.min_profit_factor,
+            _num(c.profit_factor),
+            thresholds.min_profit_factor,
+            _num(p.profit_factor) if p else None,
+            f"profit factor {_fmt(c.profit_factor)} vs > {thresholds.min_profit_factor}",
+        ),
+        GateResult(
+            "max_drawdown_below_threshold",
+            c.trades > 0 and c.max_drawdown_pct < thresholds.max_drawdown_pct,
+            _num(c.max_drawdown_pct),
+            thresholds.max_drawdown_pct,
+            _num(p.max_drawdown_pct) if p else None,
+            f"max drawdown {c.max_drawdown_pct:.2f}% vs < {thresholds.max_drawdown_pct}%",
+        ),
+        GateResult(
+            "win_rate_above_threshold",
+            c.trades > 0 and c.win_rate > thresholds.min_win_rate,
+            _num(c.win_rate),
+            thresholds.min_win_rate,
+            _num(p.win_rate) if p else None,
+            f"win rate {_fmt(c.win_rate, pct=True)} vs > {_fmt(thresholds.min_win_rate, pct=True)}",
+        ),
+        GateResult(
+            "enough_validation_trades",
+            c.trades >= min_trades,
+            float(c.trades),
+            float(min_trades),
+            float(p.trades) if p else None,
+            f"{c.trades} validation trades vs >= {min_trades} for {timeframe}"
+            + ("" if c.trades >= min_trades else "; the window is too short to judge this model"),
+        ),
+    ]
+    if production is None:
+        results.append(
+            GateResult(
+                "candidate_beats_production",
+                True,
+                _num(c.expectancy_r),
+                None,
+                None,
+                "no production model: the absolute gates alone decide",
+            )
+        )
+        return results
+    cmp = paired_bootstrap_expectancy(
+        candidate.trades["r_multiple"].to_numpy(),
+        candidate.trades["entry_time"],
+        production.trades["r_multiple"].to_numpy(),
+        production.trades["entry_time"],
+        window[0],
+        window[1],
+        pd.Timedelta(thresholds.bootstrap_block),
+        n_boot=thresholds.bootstrap_samples,
+        confidence=thresholds.confidence,
+        seed=thresholds.seed,
+    )
+    results.append(
+        GateResult(
+            "candidate_beats_production",
+            bool(cmp.beats),
+            cmp.candidate_expectancy,
+            0.0,
+            cmp.production_expectancy,
+            f"expectancy {cmp.candidate_expectancy:+.3f}R vs production "
+            f"{cmp.production_expectancy:+.3f}R; difference {cmp.difference:+.3f}R, "
+            f"{100 * cmp.confidence:.0f}% interval [{cmp.lower:+.3f}, {cmp.upper:+.3f}]"
+            + ("" if cmp.beats else ": not better beyond noise"),
+            details={
+                "difference_r": cmp.difference,
+                "interval_lower": cmp.lower,
+                "interval_upper": cmp.upper,
+                "one_sided_lower": cmp.one_sided_lower,
+                "confidence": cmp.confidence,
+                "blocks": cmp.n_blocks,
+            },
+        )
+    )
+    return results
+
+
+def all_passed(results: list[GateResult]) -> bool:
+    return all(r.passed for r in results)
