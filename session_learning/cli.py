@@ -128,6 +128,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enable(args: argparse.Namespace) -> int:
+    """Let a degraded production model emit signals again (until a new model replaces it)."""
+    settings = Settings.from_env()
+    key = ModelKey(args.symbol.upper(), args.timeframe.upper())
+    registry = _registry(settings)
+    version = registry.production_version(key)
+    if version is None:
+        print(f"error: {key.slug} has no production model", file=sys.stderr)
+        return 2
+    registry.set_health(key, "enabled", f"re-enabled by operator: {args.reason}", version=version)
+    print(f"{key.slug}: {version} re-enabled; it emits signals again")
+    return 0
+
+
 def cmd_import_trades(args: argparse.Namespace) -> int:
     """Import a CSV of closed trades into the journal."""
     from session_learning.resources.journal import TradeJournal
@@ -159,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("timeframe")
     rollback.add_argument("--to", default=None, help="version (default: the one live before)")
     rollback.set_defaults(func=cmd_rollback)
+    enable = sub.add_parser("enable", help=cmd_enable.__doc__)
+    enable.add_argument("symbol")
+    enable.add_argument("timeframe")
+    enable.add_argument("--reason", default="no reason given", help="recorded with the override")
+    enable.set_defaults(func=cmd_enable)
     imp = sub.add_parser("import-trades", help=cmd_import_trades.__doc__)
     imp.add_argument("path")
     imp.set_defaults(func=cmd_import_trades)

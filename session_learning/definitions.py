@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from session_learning.assets.live import build_live_assets
 from session_learning.assets.models import build_model_assets
 from session_learning.assets.session import build_session_assets
+from session_learning.jobs import build_jobs
 from session_learning.partitions import build_session_partitions
 from session_learning.resources.files import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
@@ -13,6 +15,8 @@ from session_learning.resources.learning import LearningSettingsResource
 from session_learning.resources.market_data import SyntheticMarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
 from session_learning.resources.value_store import ValueStoreIOManager
+from session_learning.schedules import build_schedules
+from session_learning.sensors import build_sensors
 from session_learning.settings import JOURNAL_URL_VAR, Settings
 
 
@@ -38,17 +42,15 @@ def build_definitions(
     """The whole code location for ``settings`` (tests replace resources through
     ``resource_overrides``)."""
     partitions = build_session_partitions(settings.session_hours, settings.start)
-    assets = build_session_assets(partitions, settings.models)
+    learning = build_session_assets(partitions, settings.models)
     for key in settings.models:
-        assets += build_model_assets(partitions, key)
-    session_job = dg.define_asset_job(
-        "session_learning_job",
-        selection=dg.AssetSelection.assets(*assets),
-        description="One learning cycle for one session partition.",
-    )
+        learning += build_model_assets(partitions, key)
+    live = build_live_assets(settings.models)
     return dg.Definitions(
-        assets=assets,
-        jobs=[session_job],
+        assets=[*learning, *live],
+        jobs=build_jobs(learning, live),
+        schedules=build_schedules(partitions, settings.session_hours, settings.models),
+        sensors=build_sensors(partitions),
         resources={**build_resources(settings), **(resource_overrides or {})},
     )
 

@@ -8,6 +8,7 @@ training set, so its candidate and deployment are skipped for that partition.
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from session_learning.assets.metadata import markdown_table
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
@@ -28,6 +29,17 @@ from session_learning.resources.market_data import MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
 
 GROUP_PREFIX = "model_"
+
+
+class TrainingSetConfig(dg.Config):
+    """Run config of a training set (the weekly refresh sets ``force_retrain``)."""
+
+    force_retrain: bool = Field(
+        default=False,
+        description="Retrain from scratch even when the session's plan leaves the model alone.",
+    )
+
+
 OWNERS = ["team:trading-ml"]
 
 GATE_DESCRIPTIONS = {
@@ -69,6 +81,7 @@ def build_model_assets(
     )
     def weighted_training_set(
         context: dg.AssetExecutionContext,
+        config: TrainingSetConfig,
         problem_report: dict,
         session_trades: pd.DataFrame,
         market_data: MarketDataResource,
@@ -80,10 +93,14 @@ def build_model_assets(
         report = ProblemReport.from_dict(problem_report)
         plan = report.plans.get(key.slug) or RetrainPlan(model=key.slug, retrain=False)
         has_production = registry.registry().production_version(key) is not None
-        if not plan.retrain and has_production:
+        if not plan.retrain and has_production and not config.force_retrain:
             context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
             return
-        if not has_production:
+        if config.force_retrain and not plan.retrain:
+            plan = RetrainPlan(
+                **{**plan.to_dict(), "retrain": True, "reasons": ("full retrain (weekly refresh)",)}
+            )
+        elif not has_production:
             plan = RetrainPlan(
                 **{
                     **plan.to_dict(),

@@ -76,6 +76,17 @@ signals_table = sa.Table(
 )
 
 
+alerts_table = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("alert_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # run_failure | gate_rejection | degraded
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+
 class JournalError(RuntimeError):
     """The trade journal could not be read or written."""
 
@@ -237,6 +248,106 @@ class TradeJournal:
             metadata.create_all(conn)
             rows = conn.execute(query).mappings().all()
         return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in trades_table.columns])
+
+    def max_row_id(self) -> int:
+        """The newest journal row id (0 when empty): a cursor for "trades since"."""
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            return int(conn.execute(sa.select(sa.func.max(trades_table.c.row_id))).scalar() or 0)
+
+    def count_trades_after(self, row_id: int) -> int:
+        """Journal rows written after ``row_id``."""
+        query = sa.select(sa.func.count()).where(trades_table.c.row_id > row_id)
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            return int(conn.execute(query).scalar())
+
+    def trades_of_version(self, symbol: str, timeframe: str, model_version: str) -> pd.DataFrame:
+        """Every journaled trade a model version produced, oldest exit first."""
+        query = (
+            sa.select(trades_table)
+            .where(trades_table.c.symbol == symbol)
+            .where(trades_table.c.timeframe == timeframe)
+            .where(trades_table.c.model_version == model_version)
+            .order_by(trades_table.c.exit_time_us, trades_table.c.row_id)
+        )
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            rows = conn.execute(query).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in trades_table.columns])
+
+    # --- open signals ---------------------------------------------------------------------
+
+    def add_signal(self, signal: dict) -> bool:
+        """Record an open signal; False when one exists for the same model and bar already."""
+        row = {**signal, "status": "open", "trade_id": None}
+        try:
+            with self._connect() as conn:
+                metadata.create_all(conn)
+                conn.execute(signals_table.insert(), [row])
+        except JournalError as exc:
+            # The unique (model, bar) constraint decides, so two monitors cannot race past it.
+            if isinstance(exc.__cause__, sa.exc.IntegrityError):
+                return False
+            raise
+        return True
+
+    def open_signals(self) -> pd.DataFrame:
+        """Signals not resolved yet, oldest first."""
+        query = (
+            sa.select(signals_table)
+            .where(signals_table.c.status == "open")
+            .order_by(signals_table.c.bar_time, signals_table.c.signal_id)
+        )
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            rows = conn.execute(query).mappings().all()
+        return pd.DataFrame(
+            [dict(r) for r in rows], columns=[c.name for c in signals_table.columns]
+        )
+
+    def close_signal(self, signal_id: str, trade: dict) -> bool:
+        """Resolve an open signal into a closed trade, atomically and at most once.
+
+        Returns False when the signal was already resolved (a second monitor run).
+        """
+        now = pd.Timestamp.now(tz="UTC").isoformat()
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            updated = conn.execute(
+                signals_table.update()
+                .where(signals_table.c.signal_id == signal_id)
+                .where(signals_table.c.status == "open")
+                .values(status="resolved", trade_id=trade["trade_id"])
+            ).rowcount
+            if updated != 1:
+                return False
+            row = {c: trade.get(c) for c in TRADE_COLUMNS}
+            row["exit_time_us"] = _epoch_us(row["exit_time"])
+            row["recorded_at"] = now
+            conn.execute(trades_table.insert(), [row])
+        return True
+
+    # --- alerts ---------------------------------------------------------------------------
+
+    def add_alert(self, kind: str, subject: str, message: str) -> None:
+        """Record something an operator must see (run failures, rejections, degradation)."""
+        row = {
+            "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "kind": kind,
+            "subject": subject[:256],
+            "message": message,
+        }
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            conn.execute(alerts_table.insert(), [row])
+
+    def alerts(self, limit: int = 50) -> pd.DataFrame:
+        query = sa.select(alerts_table).order_by(alerts_table.c.alert_id.desc()).limit(limit)
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            rows = conn.execute(query).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in alerts_table.columns])
 
     def count_trades(self) -> int:
         with self._connect() as conn:

@@ -70,7 +70,7 @@ TMP_PREFIX = ".tmp-"
 # A broken version found while re-saving the same version is moved aside, not deleted.
 CORRUPT_PREFIX = ".corrupt-"
 
-HEALTH_STATUSES = ("ok", "degraded")
+HEALTH_STATUSES = ("ok", "degraded", "enabled")
 # Card fields the registry sets; callers cannot supply or change them.
 RESERVED_CARD_FIELDS = (
     "version",
@@ -777,12 +777,24 @@ class ModelRegistry:
     # ---- health flag -------------------------------------------------------------------------
 
     def set_health(
-        self, key: ModelKey, status: str, reason: str, *, now: datetime | None = None
+        self,
+        key: ModelKey,
+        status: str,
+        reason: str,
+        *,
+        version: str | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
-        """Flag ``key`` as "ok" or "degraded" (with a reason) and return the stored record."""
+        """Flag ``key`` "ok", "degraded", or "enabled" (an operator's override of a degraded
+        verdict for production ``version``), with a reason; return the stored record."""
         if status not in HEALTH_STATUSES:
             raise ValueError(f"health status must be one of {HEALTH_STATUSES}, got {status!r}")
-        record = {"status": status, "reason": str(reason), "updated_at": _iso(now)}
+        record = {
+            "status": status,
+            "reason": str(reason),
+            "version": version,
+            "updated_at": _iso(now),
+        }
         with self._locked(key):
             _write_atomic(self._model_dir(key) / HEALTH_FILE, _dumps(record))
         return record
@@ -793,7 +805,7 @@ class ModelRegistry:
         try:
             record = _read_json(path)
         except FileNotFoundError:
-            return {"status": "ok", "reason": "", "updated_at": None}
+            return {"status": "ok", "reason": "", "version": None, "updated_at": None}
         if not isinstance(record, dict) or record.get("status") not in HEALTH_STATUSES:
             raise CorruptModelError(
                 f"{path} is not a valid health record; rewrite it with ModelRegistry.set_health"

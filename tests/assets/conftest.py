@@ -14,6 +14,7 @@ from session_learning.definitions import build_definitions
 from session_learning.domain.models import ModelKey
 from session_learning.resources.learning import LearningSettingsResource
 from session_learning.settings import Settings
+from tests.builders import frame, many
 
 EURUSD = ModelKey("EURUSD", "30T")
 # Small windows and few iterations keep each candidate to about a second.
@@ -64,6 +65,16 @@ class Pipeline:
             asset_selection=[dg.AssetKey.from_user_string(a) for a in assets] if assets else None,
         )
 
+    def monitor(self, now: str, **config: object) -> dg.ExecuteInProcessResult:
+        """One tick of the signal monitor as of ``now``."""
+        op_config = {"config": {"now": now, **config}}
+        job = self.defs.resolve_job_def("signal_monitor_job")
+        return job.execute_in_process(
+            instance=self.instance,
+            raise_on_error=False,
+            run_config={"ops": {"resolved_signals": op_config, "live_signals": op_config}},
+        )
+
 
 @pytest.fixture
 def pipeline(tmp_path) -> Callable[..., Pipeline]:
@@ -76,3 +87,26 @@ def pipeline(tmp_path) -> Callable[..., Pipeline]:
 def window(partition_key: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     start = pd.Timestamp(datetime.strptime(partition_key, "%Y-%m-%d-%H:%M"), tz="UTC")
     return start, start + pd.Timedelta(hours=4)
+
+
+S1, S2, S3 = "2025-03-04-08:00", "2025-03-04-12:00", "2025-03-04-16:00"
+PERMISSIVE = dict(
+    min_profit_factor=0.0, max_drawdown_pct=100.0, min_win_rate=0.0, min_trades={"30T": 1}
+)
+
+
+def losers_in(session_hour: int) -> list[dict]:
+    """Three losers and a winner of EURUSD 30T entered half an hour into a session."""
+    entry = f"2025-03-04T{session_hour:02d}:30:00+00:00"
+    exit_ = f"2025-03-04T{session_hour + 1:02d}:30:00+00:00"
+    return many(1, 3, entry_time=entry, exit_time=exit_, confidence=0.7)
+
+
+@pytest.fixture
+def deployed(pipeline):
+    """A pipeline whose first session deployed a model (no production yet: absolute gates)."""
+    p = pipeline(**PERMISSIVE)
+    p.journal.add_trades(frame(losers_in(8) + losers_in(12)))
+    result = p.run(S1)
+    assert result.success
+    return p, result

@@ -10,19 +10,8 @@ import dagster as dg
 import pytest
 
 from session_learning.cli import main
-from tests.assets.conftest import EURUSD
-from tests.builders import frame, many
-
-S1, S2, S3 = "2025-03-04-08:00", "2025-03-04-12:00", "2025-03-04-16:00"
-PERMISSIVE = dict(
-    min_profit_factor=0.0, max_drawdown_pct=100.0, min_win_rate=0.0, min_trades={"30T": 1}
-)
-
-
-def losers_in(session_hour: int) -> list[dict]:
-    entry = f"2025-03-04T{session_hour:02d}:30:00+00:00"
-    exit_ = f"2025-03-04T{session_hour + 1:02d}:30:00+00:00"
-    return many(1, 3, entry_time=entry, exit_time=exit_, confidence=0.7)
+from tests.assets.conftest import EURUSD, PERMISSIVE, S1, S2, S3, losers_in
+from tests.builders import frame
 
 
 def production_files(registry_root: Path) -> dict[str, bytes]:
@@ -38,16 +27,6 @@ def production_files(registry_root: Path) -> dict[str, bytes]:
 
 def step_events(result: dg.ExecuteInProcessResult, event_type: str) -> set[str]:
     return {e.step_key for e in result.all_events if e.event_type_value == event_type}
-
-
-@pytest.fixture
-def deployed(pipeline):
-    """A pipeline whose first session deployed a model (no production yet: absolute gates)."""
-    p = pipeline(**PERMISSIVE)
-    p.journal.add_trades(frame(losers_in(8) + losers_in(12)))
-    result = p.run(S1)
-    assert result.success
-    return p, result
 
 
 def test_first_passing_candidate_is_deployed(deployed):

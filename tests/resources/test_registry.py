@@ -546,8 +546,11 @@ def test_health_flag(reg, model):
     assert reg.health(KEY) == {
         "status": "degraded",
         "reason": "hit rate below benchmark",
+        "version": None,
         "updated_at": T0.isoformat(),
     }
+    reg.set_health(KEY, "enabled", "operator override", version="v1", now=T0)
+    assert reg.health(KEY)["version"] == "v1"
     reg.set_health(KEY, "ok", "recovered")
     assert reg.health(KEY)["status"] == "ok"
     with pytest.raises(ValueError, match="degraded"):

@@ -1,0 +1,86 @@
+"""The signal monitor through Dagster: signals from the production model, resolution into
+trades exactly once, and a degraded model paused until an operator re-enables it."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from session_learning.cli import main
+from session_learning.domain.trades import quarantined_trades, validate_trades
+from tests.assets.conftest import EURUSD
+from tests.builders import frame, trade
+
+
+def _always_signal(p) -> str:
+    """Make the production model's rule trade every bar, so a tick always signals."""
+    version = p.registry.production_version(EURUSD)
+    rule = p.registry.card(EURUSD, version)["trading_rule"]
+    p.registry.update_card(
+        EURUSD, version, trading_rule={**rule, "min_confidence": 0.0, "edge_threshold": 0.0}
+    )
+    return version
+
+
+def _metadata(result, node: str) -> dict:
+    [event] = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def test_signal_then_resolution_exactly_once(deployed):
+    p, _ = deployed
+    version = _always_signal(p)
+    first = p.monitor("2025-03-05T10:00:00+00:00")
+    assert first.success
+    assert _metadata(first, "live_signals")["signals_emitted"] == 1
+    signals = p.journal.open_signals()
+    assert len(signals) == 1 and signals.iloc[0]["model_version"] == version
+    assert signals.iloc[0]["bar_time"] == "2025-03-05T09:30:00+00:00"  # newest closed bar
+
+    again = p.monitor("2025-03-05T10:00:00+00:00")
+    assert "already signalled this bar" in _metadata(again, "live_signals")["models"]
+    assert len(p.journal.open_signals()) == 1
+
+    rows_before = p.journal.count_trades()
+    later = p.monitor("2025-03-06T10:00:00+00:00")  # past the 24-bar expiry
+    assert _metadata(later, "resolved_signals")["resolved"] == 1
+    assert p.journal.count_trades() == rows_before + 1
+    start, end = pd.Timestamp("2025-03-05T10:00Z"), pd.Timestamp("2025-03-06T10:00Z")
+    trades = validate_trades(p.journal.trades_exited_between(start, end))
+    assert quarantined_trades(trades).empty  # monitor trades pass the quality rules
+    assert trades.iloc[0]["exit_reason"] in {"take_profit", "stop_loss", "timeout"}
+
+    p.monitor("2025-03-06T10:00:00+00:00")
+    assert p.journal.count_trades() == rows_before + 1 + 0  # never resolved twice
+
+
+def test_degraded_model_is_paused_until_an_operator_enables_it(deployed, monkeypatch, capsys):
+    p, _ = deployed
+    version = _always_signal(p)
+    losing = [
+        {
+            **trade(
+                win=i % 4 == 0,
+                entry_time=f"2025-03-05T{i % 20:02d}:00:00+00:00",
+                exit_time=f"2025-03-05T{i % 20:02d}:30:00+00:00",
+            ),
+            "model_version": version,
+        }
+        for i in range(40)
+    ]
+    p.journal.add_trades(frame(losing))  # 10 winners (+2R), 30 losers (-1R): PF 0.67
+    p.configure()  # health is judged against the real gates, not the fixture's permissive ones
+
+    tick = p.monitor("2025-03-05T22:00:00+00:00")
+    meta = _metadata(tick, "live_signals")
+    assert meta["degraded"] == 1 and "paused: degraded" in meta["models"]
+    assert p.registry.health(EURUSD)["status"] == "degraded"
+    assert p.journal.open_signals().empty
+    alerts = p.journal.alerts()
+    assert list(alerts["kind"]) == ["degraded"] and version in alerts.iloc[0]["message"]
+
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
+    assert main(["enable", "EURUSD", "30T", "--reason", "reviewed"]) == 0
+    tick = p.monitor("2025-03-05T22:00:00+00:00")
+    assert "enabled by operator" in _metadata(tick, "live_signals")["models"]
+    assert len(p.journal.open_signals()) == 1
+    assert "re-enabled" in capsys.readouterr().out
