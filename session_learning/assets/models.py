@@ -14,13 +14,10 @@ from session_learning.assets.metadata import markdown_table
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
 from session_learning.domain.gates import GATE_NAMES, all_passed, evaluate_gates
 from session_learning.domain.learning import (
-    TradingRule,
     build_training_set,
-    catboost_params,
-    evaluate,
-    rule_for,
-    train_model,
-    validation_window,
+    effective_plan,
+    evaluate_production,
+    train_candidate,
 )
 from session_learning.domain.models import ModelKey
 from session_learning.domain.trades import valid_trades
@@ -93,29 +90,19 @@ def build_model_assets(
         report = ProblemReport.from_dict(problem_report)
         plan = report.plans.get(key.slug) or RetrainPlan(model=key.slug, retrain=False)
         has_production = registry.registry().production_version(key) is not None
-        if not plan.retrain and has_production and not config.force_retrain:
+        chosen = effective_plan(plan, has_production, config.force_retrain)
+        if chosen is None:
             context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
             return
-        if config.force_retrain and not plan.retrain:
-            plan = RetrainPlan(
-                **{**plan.to_dict(), "retrain": True, "reasons": ("full retrain (weekly refresh)",)}
-            )
-        elif not has_production:
-            plan = RetrainPlan(
-                **{
-                    **plan.to_dict(),
-                    "retrain": True,
-                    "reasons": ("no production model yet: initial training", *plan.reasons),
-                }
-            )
-        config = learning_settings.learning_config()
+        plan = chosen
+        learning = learning_settings.learning_config()
         window = context.partition_time_window
         end = pd.Timestamp(window.end)
         bars = market_data.bars(
-            key, history_start(key, end, config.history_bars(key.timeframe)), end
+            key, history_start(key, end, learning.history_bars(key.timeframe)), end
         )
         frame, info = build_training_set(
-            bars, key, pd.Timestamp(window.start), end, valid_trades(session_trades), plan, config
+            bars, key, pd.Timestamp(window.start), end, valid_trades(session_trades), plan, learning
         )
         info["plan"] = plan.to_dict()
         yield dg.Output(
@@ -157,42 +144,23 @@ def build_model_assets(
         """A CatBoost Long/Short/Flat model trained under the session's plan, stored as .cbm with
         a JSON card, and judged on the held-out window against the gates and production."""
         frame, info = weighted_training_set["frame"], weighted_training_set["info"]
-        plan = RetrainPlan.from_dict(info["plan"])
-        config = learning_settings.learning_config()
-        params = catboost_params(plan, config)
-        model = train_model(frame, info["features"], params)
-        rule = rule_for(plan, info, config)
         costs = learning_settings.costs(key.symbol)
-        candidate_result = evaluate(model, info["features"], frame, rule, costs, key.bar)
+        candidate = train_candidate(
+            frame, info, learning_settings.learning_config(), costs, key.bar
+        )
+        candidate_result, window = candidate.result, candidate.window
 
         store = registry.registry()
         live = store.production_version(key)
-        window = validation_window(frame, key.bar)
-        card = {
-            "session": context.partition_key,
-            "training_window": info["training_window"],
-            "validation_window": [window[0].isoformat(), window[1].isoformat()],
-            "features": info["features"],
-            "params": params,
-            "plan": info["plan"],
-            "trading_rule": rule.__dict__,
-            "parent_version": live,
-        }
-        version = store.save_candidate(key, model, card, context.partition_time_window.end)
+        card = candidate.card(info, context.partition_key, live)
+        version = store.save_candidate(
+            key, candidate.model, card, context.partition_time_window.end
+        )
         # Re-running a partition whose candidate went live compares it with the model it
         # replaced, not with itself.
         baseline = store.card(key, version)["parent_version"] if live == version else live
-        production_result = None
-        if baseline is not None:
-            production_model, production_card = store.load(key, baseline)
-            production_result = evaluate(
-                production_model,
-                production_card["features"],
-                frame,
-                TradingRule.from_dict(production_card["trading_rule"]),
-                costs,
-                key.bar,
-            )
+        production = store.load(key, baseline) if baseline is not None else None
+        production_result = evaluate_production(production, frame, costs, key.bar)
         gates = evaluate_gates(
             candidate_result,
             production_result,

@@ -12,7 +12,7 @@ saw validation prices, while the session's own rows -- where its losers are -- s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -359,10 +359,83 @@ def rule_for(plan: RetrainPlan, info: dict, config: LearningConfig) -> TradingRu
     )
 
 
-def with_plan_defaults(plan: RetrainPlan | None, model: str) -> RetrainPlan:
-    """The plan to train under; a model with no plan (first training) gets the defaults."""
-    return (
-        plan
-        if plan is not None
-        else replace(RetrainPlan(model=model, retrain=True), reasons=("initial training",))
+def effective_plan(
+    plan: RetrainPlan, has_production: bool, force_retrain: bool = False
+) -> RetrainPlan | None:
+    """The plan a model is trained under this session, or None when it is left alone.
+
+    A model without a production model is always trained (initial training); a forced full
+    retrain (the weekly refresh) trains a model the session's plan left alone.
+    """
+    if plan.retrain and has_production:
+        return plan
+    if not has_production:
+        reasons = ("no production model yet: initial training", *plan.reasons)
+    elif force_retrain:
+        reasons = ("full retrain (weekly refresh)",)
+    else:
+        return None
+    return RetrainPlan(**{**plan.to_dict(), "retrain": True, "reasons": reasons})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained candidate and its result on the validation window."""
+
+    model: CatBoostClassifier
+    params: dict
+    rule: TradingRule
+    features: tuple[str, ...]
+    result: BacktestResult
+    window: tuple[pd.Timestamp, pd.Timestamp]
+
+    def card(self, info: dict, session: str, parent_version: str | None) -> dict:
+        """The JSON card stored beside the model (before validation metrics are added)."""
+        return {
+            "session": session,
+            "training_window": info["training_window"],
+            "validation_window": [self.window[0].isoformat(), self.window[1].isoformat()],
+            "features": list(self.features),
+            "params": self.params,
+            "plan": info["plan"],
+            "trading_rule": asdict(self.rule),
+            "parent_version": parent_version,
+        }
+
+
+def train_candidate(
+    training_set: pd.DataFrame,
+    info: dict,
+    config: LearningConfig,
+    costs: CostModel,
+    bar: pd.Timedelta,
+) -> Candidate:
+    """Train under the plan recorded in ``info`` and backtest on the validation window."""
+    plan = RetrainPlan.from_dict(info["plan"])
+    params = catboost_params(plan, config)
+    model = train_model(training_set, info["features"], params)
+    rule = rule_for(plan, info, config)
+    result = evaluate(model, info["features"], training_set, rule, costs, bar)
+    return Candidate(
+        model, params, rule, tuple(info["features"]), result, validation_window(training_set, bar)
+    )
+
+
+def evaluate_production(
+    production: tuple[CatBoostClassifier, dict] | None,
+    training_set: pd.DataFrame,
+    costs: CostModel,
+    bar: pd.Timedelta,
+) -> BacktestResult | None:
+    """The production model on the candidate's validation window, trading by its own rule."""
+    if production is None:
+        return None
+    model, card = production
+    return evaluate(
+        model,
+        card["features"],
+        training_set,
+        TradingRule.from_dict(card["trading_rule"]),
+        costs,
+        bar,
     )
