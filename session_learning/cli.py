@@ -119,6 +119,43 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Production models, their health, the latest decision per model, and recent alerts."""
+    from session_learning.resources.journal import TradeJournal
+
+    settings = Settings.from_env()
+    registry = _registry(settings)
+    print(f"home {settings.home}")
+    for key in settings.models:
+        live = registry.production_version(key)
+        history = registry.history(key) if live else []
+        since = history[-1]["live_from"] if history else "-"
+        health = registry.health(key)
+        print(
+            f"{key.slug:<11} production {live or 'none'} (since {since}), health {health['status']}"
+        )
+        versions = registry.versions(key)
+        if versions:
+            card = registry.card(key, versions[-1])
+            failed = [g["name"] for g in card.get("gates", []) if not g["passed"]]
+            verdict = (
+                "passed every gate"
+                if card.get("passed_gates")
+                else "rejected: " + ", ".join(failed)
+            )
+            print(
+                f"            latest candidate {versions[-1]} (session {card.get('session')}): {verdict}"
+            )
+        if health["status"] != "ok":
+            print(f"            {health['reason']}")
+    journal = TradeJournal(settings.journal_url or settings.default_journal_url)
+    print(f"journal: {journal.count_trades()} trades, {len(journal.open_signals())} open signals")
+    alerts = journal.alerts(limit=args.alerts)
+    for alert in alerts.itertuples():
+        print(f"  alert {alert.created_at} {alert.kind} {alert.subject}: {alert.message[:160]}")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Put an earlier version back into production."""
     settings = Settings.from_env()
@@ -168,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     models = sub.add_parser("models", help=cmd_models.__doc__)
     models.set_defaults(func=cmd_models)
+    status = sub.add_parser("status", help=cmd_status.__doc__)
+    status.add_argument("--alerts", type=int, default=5, help="recent alerts to show")
+    status.set_defaults(func=cmd_status)
     rollback = sub.add_parser("rollback", help=cmd_rollback.__doc__)
     rollback.add_argument("symbol")
     rollback.add_argument("timeframe")
