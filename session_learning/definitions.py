@@ -12,12 +12,31 @@ from session_learning.partitions import build_session_partitions
 from session_learning.resources.files import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource
-from session_learning.resources.market_data import SyntheticMarketDataResource
+from session_learning.resources.market_data import (
+    FileMarketDataResource,
+    MarketDataResource,
+    PolygonMarketDataResource,
+    SyntheticMarketDataResource,
+)
 from session_learning.resources.registry import ModelRegistryResource
 from session_learning.resources.value_store import ValueStoreIOManager
 from session_learning.schedules import build_schedules
 from session_learning.sensors import build_sensors
 from session_learning.settings import JOURNAL_URL_VAR, Settings
+
+
+def build_market_data(settings: Settings) -> MarketDataResource:
+    """The market-data source named by ``settings.market_data``."""
+    source = settings.market_data
+    if source == "synthetic":
+        return SyntheticMarketDataResource(seed=settings.synthetic_seed)
+    if source.startswith("files:"):
+        return FileMarketDataResource(directory=source.removeprefix("files:"))
+    if source == "polygon":
+        return PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"))
+    raise ValueError(
+        f"SESSION_LEARNING_MARKET_DATA={source!r}: use synthetic, files:<folder> or polygon"
+    )
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -28,7 +47,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     )
     return {
         "journal": TradeJournalResource(url=journal_url),
-        "market_data": SyntheticMarketDataResource(seed=settings.synthetic_seed),
+        "market_data": build_market_data(settings),
         "exports": TradeExportsResource(directory=str(settings.exports_dir)),
         "registry": ModelRegistryResource(root=str(settings.models_dir)),
         "learning_settings": LearningSettingsResource(),

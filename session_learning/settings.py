@@ -11,6 +11,7 @@ the definitions are built; everything else is resource or run config.
 | SESSION_LEARNING_SESSION_HOURS | 4 | session length (partitions and schedule) |
 | SESSION_LEARNING_START | 2025-01-01-00:00 | first partition |
 | SESSION_LEARNING_SYNTHETIC_SEED | 7 | seed of the synthetic market data |
+| SESSION_LEARNING_MARKET_DATA | synthetic | synthetic, files:/path/to/folder, or polygon (key in POLYGON_API_KEY) |
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Settings:
     start: str = DEFAULT_START
     journal_url: str | None = None  # None: the SQLite file under home
     synthetic_seed: int = 7
+    market_data: str = "synthetic"  # synthetic | files:<folder> | polygon
 
     @property
     def default_journal_url(self) -> str:
@@ -65,4 +67,5 @@ class Settings:
             start=env.get("SESSION_LEARNING_START", DEFAULT_START),
             journal_url=env.get(JOURNAL_URL_VAR) or None,
             synthetic_seed=int(env.get("SESSION_LEARNING_SYNTHETIC_SEED", "7")),
+            market_data=env.get("SESSION_LEARNING_MARKET_DATA", "synthetic"),
         )

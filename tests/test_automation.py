@@ -95,3 +95,23 @@ def test_code_location_loads_from_workspace_yaml(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("synthetic", "SyntheticMarketDataResource"),
+        ("files:/srv/bars", "FileMarketDataResource"),
+        ("polygon", "PolygonMarketDataResource"),
+    ],
+)
+def test_market_data_source_is_chosen_by_setting(tmp_path, source, kind):
+    env = {"SESSION_LEARNING_HOME": str(tmp_path), "SESSION_LEARNING_MARKET_DATA": source}
+    resource = build_definitions(Settings.from_env(env)).resources["market_data"]
+    assert type(resource).__name__ == kind
+
+
+def test_unknown_market_data_source_is_a_clear_error(tmp_path):
+    env = {"SESSION_LEARNING_HOME": str(tmp_path), "SESSION_LEARNING_MARKET_DATA": "ftp://x"}
+    with pytest.raises(ValueError, match="use synthetic, files:<folder> or polygon"):
+        build_definitions(Settings.from_env(env))

@@ -177,7 +177,8 @@ def validate_bars(
     if gaps:
         largest = max(gaps, key=lambda gap: gap.length)
         warnings.append(
-            f"{len(gaps)} gaps, {sum(g.missing_bars for g in gaps)} missing bars; largest {largest}"
+            f"{_count(len(gaps), 'gap')}, {_count(sum(g.missing_bars for g in gaps), 'missing bar')}; "
+            f"largest {largest}"
         )
     return BarReport(
         key=key,
@@ -381,7 +382,9 @@ def _check_duplicates(
     return (
         frame.loc[~repeat],
         dropped,
-        [f"dropped {dropped} bars repeating an identical bar (first at {first.isoformat()})"],
+        [
+            f"dropped {_count(dropped, 'bar')} repeating an identical bar (first at {first.isoformat()})"
+        ],
     )
 
 
@@ -535,6 +538,10 @@ def _trading_clock(stamp: pd.Timestamp) -> pd.Timedelta:
     """Weekday time elapsed since Monday 1970-01-05 00:00 UTC (weekends do not tick)."""
     weeks, within = divmod(stamp - _MONDAY, _WEEK)
     return weeks * _TRADING_WEEK + min(within, _TRADING_WEEK)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _hours(span: pd.Timedelta) -> str:
