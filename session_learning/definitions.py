@@ -6,6 +6,7 @@ import dagster as dg
 
 from session_learning.assets.live import build_live_assets
 from session_learning.assets.models import build_model_assets
+from session_learning.assets.performance import build_performance_assets
 from session_learning.assets.session import build_session_assets
 from session_learning.jobs import build_jobs
 from session_learning.partitions import build_session_partitions
@@ -65,9 +66,10 @@ def build_definitions(
     for key in settings.models:
         learning += build_model_assets(partitions, key)
     live = build_live_assets(settings.models)
+    monitoring = build_performance_assets(settings.session_hours)
     return dg.Definitions(
-        assets=[*learning, *live],
-        jobs=build_jobs(learning, live),
+        assets=[*learning, *live, *monitoring],
+        jobs=build_jobs(learning, live, monitoring),
         schedules=build_schedules(partitions, settings.session_hours, settings.models),
         sensors=build_sensors(partitions),
         resources={**build_resources(settings), **(resource_overrides or {})},

@@ -4,12 +4,15 @@ import dagster as dg
 
 LEARNING_JOB = "session_learning_job"
 MONITOR_JOB = "signal_monitor_job"
+PERFORMANCE_JOB = "learning_performance_job"
 # The training-set assets' node names end with this; the weekly refresh configures them all.
 TRAINING_SET = "weighted_training_set"
 
 
 def build_jobs(
-    learning_assets: list[dg.AssetsDefinition], live_assets: list[dg.AssetsDefinition]
+    learning_assets: list[dg.AssetsDefinition],
+    live_assets: list[dg.AssetsDefinition],
+    monitoring_assets: list[dg.AssetsDefinition],
 ) -> list:
     return [
         dg.define_asset_job(
@@ -24,6 +27,11 @@ def build_jobs(
             selection=dg.AssetSelection.assets(*live_assets),
             description="Resolve open signals into trades, judge production health, emit signals.",
             tags={"session_learning/kind": "monitor"},
+        ),
+        dg.define_asset_job(
+            PERFORMANCE_JOB,
+            selection=dg.AssetSelection.assets(*monitoring_assets),
+            description="Weekly win-rate trend and per-session performance from the journal.",
         ),
     ]
 

@@ -7,7 +7,7 @@ All start stopped: turn them on in the UI (Automation) or with
 import dagster as dg
 
 from session_learning.domain.models import ModelKey
-from session_learning.jobs import LEARNING_JOB, MONITOR_JOB, full_retrain_config
+from session_learning.jobs import LEARNING_JOB, MONITOR_JOB, PERFORMANCE_JOB, full_retrain_config
 from session_learning.partitions import ended_session_key, session_cron
 
 
@@ -59,4 +59,16 @@ def build_schedules(
             tags={"session_learning/kind": "weekly_refresh"},
         )
 
-    return [session_learning_schedule, signal_monitor_schedule, weekly_refresh_schedule]
+    performance_schedule = dg.ScheduleDefinition(
+        name="learning_performance_schedule",
+        cron_schedule=f"15 {session_cron(hours).split()[1]} * * *",
+        job_name=PERFORMANCE_JOB,
+        execution_timezone="UTC",
+        description="A quarter past each session boundary: refresh the success metrics.",
+    )
+    return [
+        session_learning_schedule,
+        signal_monitor_schedule,
+        weekly_refresh_schedule,
+        performance_schedule,
+    ]

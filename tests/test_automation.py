@@ -115,3 +115,23 @@ def test_unknown_market_data_source_is_a_clear_error(tmp_path):
     env = {"SESSION_LEARNING_HOME": str(tmp_path), "SESSION_LEARNING_MARKET_DATA": "ftp://x"}
     with pytest.raises(ValueError, match="use synthetic, files:<folder> or polygon"):
         build_definitions(Settings.from_env(env))
+
+
+def test_session_length_setting_drives_partitions_and_schedule(tmp_path):
+    env = {"SESSION_LEARNING_HOME": str(tmp_path), "SESSION_LEARNING_SESSION_HOURS": "2"}
+    defs = build_definitions(Settings.from_env(env))
+    job = defs.resolve_job_def("session_learning_job")
+    window = job.partitions_def.time_window_for_partition_key("2025-01-06-02:00")
+    assert (window.end - window.start).total_seconds() == 2 * 3600
+    schedule = defs.resolve_schedule_def("session_learning_schedule")
+    assert schedule.cron_schedule == "0 */2 * * *"
+    tick = datetime(2025, 1, 6, 4, 0, tzinfo=UTC)
+    assert schedule(dg.build_schedule_context(scheduled_execution_time=tick)).partition_key == (
+        "2025-01-06-02:00"
+    )
+
+
+def test_a_session_length_that_does_not_divide_a_day_is_refused(tmp_path):
+    env = {"SESSION_LEARNING_HOME": str(tmp_path), "SESSION_LEARNING_SESSION_HOURS": "5"}
+    with pytest.raises(ValueError, match="divide a day evenly"):
+        build_definitions(Settings.from_env(env))

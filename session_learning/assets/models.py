@@ -6,11 +6,14 @@ A model that the session's plan leaves untouched (and that has a production mode
 training set, so its candidate and deployment are skipped for that partition.
 """
 
+from dataclasses import replace
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from session_learning.assets.metadata import markdown_table
+from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
 from session_learning.domain.gates import GATE_NAMES, all_passed, evaluate_gates
 from session_learning.domain.learning import (
@@ -20,7 +23,9 @@ from session_learning.domain.learning import (
     train_candidate,
 )
 from session_learning.domain.models import ModelKey
+from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.trades import valid_trades
+from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource
 from session_learning.resources.market_data import MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
@@ -34,6 +39,9 @@ class TrainingSetConfig(dg.Config):
     force_retrain: bool = Field(
         default=False,
         description="Retrain from scratch even when the session's plan leaves the model alone.",
+    )
+    pattern_lookback_days: int = Field(
+        default=28, description="Days of journal trades searched for volatility loser patterns."
     )
 
 
@@ -84,6 +92,7 @@ def build_model_assets(
         market_data: MarketDataResource,
         registry: ModelRegistryResource,
         learning_settings: LearningSettingsResource,
+        journal: TradeJournalResource,
     ):
         """Features and triple-barrier labels up to the session's end, with the session's losers
         boosted on the bars they were decided on, and a purged, embargoed validation window."""
@@ -101,6 +110,15 @@ def build_model_assets(
         bars = market_data.bars(
             key, history_start(key, end, learning.history_bars(key.timeframe)), end
         )
+        # Volatility-regime loser patterns need this model's bars, so they are found here.
+        recent = of_model(recent_trades(journal, (key,), end, config.pattern_lookback_days), key)
+        volatility = [p for p in find_loser_patterns(recent, bars) if p.dimension == "volatility"]
+        if volatility:
+            plan = replace(
+                plan,
+                loser_patterns=plan.loser_patterns + tuple(p.to_dict() for p in volatility),
+                reasons=plan.reasons + tuple(f"loser pattern: {p.message}" for p in volatility),
+            )
         frame, info = build_training_set(
             bars, key, pd.Timestamp(window.start), end, valid_trades(session_trades), plan, learning
         )

@@ -15,6 +15,7 @@ from session_learning.domain.analysis import (
     breakdown,
 )
 from session_learning.domain.models import ModelKey
+from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     export_session,
@@ -64,6 +65,14 @@ ProblemReportConfig = create_model(
         str,
         Field(
             default="balanced", description="Trigger preset: aggressive, balanced, conservative."
+        ),
+    ),
+    pattern_lookback_days=(
+        int,
+        Field(
+            default=28,
+            description="Days of journal trades searched for loser patterns (time of day, "
+            "confidence, holding time; volatility is added with the bars in each training set).",
         ),
     ),
     **{
@@ -180,20 +189,36 @@ def build_session_assets(
         context: dg.AssetExecutionContext,
         config: ProblemReportConfig,  # type: ignore[valid-type]
         session_trades: pd.DataFrame,
+        journal: TradeJournalResource,
     ) -> dg.Output[dict]:
-        """Problems of the session (struggling models, overconfident losers, directional bias),
-        whether it triggers learning, and the retraining plan of every model."""
+        """Problems of the session (struggling models, overconfident losers, directional bias,
+        loser patterns), whether it triggers learning, and the retraining plan of every model."""
         window = context.partition_time_window
+        start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+        recent = recent_trades(journal, models, end, config.pattern_lookback_days)
         report = analyze_session(
             valid_trades(session_trades),
             models,
-            window.start,
-            window.end,
+            start,
+            end,
             rules_from_config(config),
+            patterns={k.slug: find_loser_patterns(of_model(recent, k), None) for k in models},
         )
         return dg.Output(report.to_dict(), metadata=report_metadata(report))
 
     return [session_trades, trade_exports, session_breakdown, problem_report]
+
+
+def recent_trades(
+    journal: TradeJournalResource, models: tuple[ModelKey, ...], end: pd.Timestamp, days: int
+) -> pd.DataFrame:
+    """Valid journal trades that exited in the ``days`` before ``end``."""
+    raw = journal.journal().trades_exited_between(end - pd.Timedelta(days=days), end)
+    return valid_trades(validate_trades(raw, known_models=models))
+
+
+def of_model(trades: pd.DataFrame, key: ModelKey) -> pd.DataFrame:
+    return trades.loc[(trades["symbol"] == key.symbol) & (trades["timeframe"] == key.timeframe)]
 
 
 def report_metadata(report: ProblemReport) -> dict:
@@ -229,4 +254,20 @@ def report_metadata(report: ProblemReport) -> dict:
         "models_to_retrain": sum(p.retrain for p in report.plans.values()),
         "problems": markdown_table(problems),
         "plan": markdown_table(plans),
+        "loser_patterns": markdown_table(
+            pd.DataFrame(
+                [
+                    {
+                        "model": p["model"],
+                        "dimension": p["dimension"],
+                        "bucket": p["bucket"],
+                        "trades": p["trades"],
+                        "loss rate": p["loss_rate"],
+                        "model loss rate": p["baseline_loss_rate"],
+                        "p": p["p_value"],
+                    }
+                    for p in report.patterns
+                ]
+            )
+        ),
     }

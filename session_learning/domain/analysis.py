@@ -7,11 +7,13 @@ Input is a frame of *valid* trades (see ``trades.valid_trades``). Every threshol
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 
 from session_learning.domain.models import ModelKey
+from session_learning.domain.patterns import LoserPattern
 
 TRIGGER_PRESETS: dict[str, tuple[int, int]] = {
     "aggressive": (1, 1),
@@ -276,16 +278,20 @@ class RetrainPlan:
     edge_threshold: float = 0.08
     refit_barriers: bool = False
     weak_direction: str | None = None
+    # LoserPattern.to_dict() of this model's flagged loser patterns: their rows weigh more.
+    loser_patterns: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["reasons"] = list(self.reasons)
+        out["loser_patterns"] = list(self.loser_patterns)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> RetrainPlan:
         data = dict(data)
         data["reasons"] = tuple(data.get("reasons", ()))
+        data["loser_patterns"] = tuple(data.get("loser_patterns", ()))
         return cls(**data)
 
 
@@ -295,12 +301,14 @@ def build_plans(
     problems: list[Problem],
     trigger: TriggerStatus,
     rules: LearningRules = LearningRules(),
+    patterns: Mapping[str, Sequence[LoserPattern]] | None = None,
 ) -> dict[str, RetrainPlan]:
     """One plan per configured model.
 
     A model is retrained when the session triggered learning and the model lost at least one
     trade or is struggling; a model with only winners is left untouched. Session-wide problems
-    (overconfidence, session bias) apply to the models whose losers show them.
+    (overconfidence, session bias) apply to the models whose losers show them. Flagged loser
+    patterns (``patterns`` by model slug) ride along: their training rows weigh more.
     """
     base = RetrainPlan(
         model="",
@@ -368,6 +376,10 @@ def build_plans(
             weights["flat"] *= rules.flat_class_weight
             weights[weak] *= rules.weak_direction_class_weight
             plan = replace(plan, class_weights=weights, weak_direction=weak)
+        mine_patterns = list((patterns or {}).get(key.slug, ()))
+        if mine_patterns:
+            reasons += [f"loser pattern: {p.message}" for p in mine_patterns]
+            plan = replace(plan, loser_patterns=tuple(p.to_dict() for p in mine_patterns))
         plans[key.slug] = replace(plan, reasons=tuple(reasons), trade_boosts=boosts)
     return plans
 
@@ -383,6 +395,7 @@ class ProblemReport:
     problems: list[Problem]
     plans: dict[str, RetrainPlan]
     rules: LearningRules
+    patterns: list[dict] = field(default_factory=list)  # every flagged LoserPattern.to_dict()
 
     def to_dict(self) -> dict:
         return {
@@ -393,6 +406,7 @@ class ProblemReport:
             "problems": [asdict(p) for p in self.problems],
             "plans": {k: v.to_dict() for k, v in self.plans.items()},
             "rules": asdict(self.rules),
+            "patterns": self.patterns,
         }
 
     @classmethod
@@ -405,6 +419,7 @@ class ProblemReport:
             problems=[Problem(**p) for p in data["problems"]],
             plans={k: RetrainPlan.from_dict(v) for k, v in data["plans"].items()},
             rules=LearningRules(**data["rules"]),
+            patterns=list(data.get("patterns", [])),
         )
 
 
@@ -414,12 +429,14 @@ def analyze_session(
     session_start: pd.Timestamp,
     session_end: pd.Timestamp,
     rules: LearningRules = LearningRules(),
+    patterns: Mapping[str, Sequence[LoserPattern]] | None = None,
 ) -> ProblemReport:
-    """Run the whole analysis on a session's valid trades."""
+    """Run the whole analysis on a session's valid trades (and loser patterns found over a
+    longer lookback of the journal, by model slug)."""
     summary = session_summary(trades)
     trigger = trigger_status(trades, rules)
     problems = detect_problems(trades, rules)
-    plans = build_plans(trades, models, problems, trigger, rules)
+    plans = build_plans(trades, models, problems, trigger, rules, patterns)
     return ProblemReport(
         session_start=pd.Timestamp(session_start).isoformat(),
         session_end=pd.Timestamp(session_end).isoformat(),
@@ -428,4 +445,5 @@ def analyze_session(
         problems=problems,
         plans=plans,
         rules=rules,
+        patterns=[p.to_dict() for found in (patterns or {}).values() for p in found],
     )

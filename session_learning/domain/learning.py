@@ -29,6 +29,7 @@ from session_learning.domain.backtest import (
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.labels import triple_barrier_labels
 from session_learning.domain.models import ModelKey
+from session_learning.domain.patterns import LoserPattern, decision_bar_times, pattern_weights
 
 CLASSES = (-1, 0, 1)  # short, flat, long: the column order of predict_proba
 CLASS_NAMES = {-1: "short", 0: "flat", 1: "long"}
@@ -91,11 +92,6 @@ class Split:
 
     def as_dict(self) -> dict:
         return {k: v.isoformat() for k, v in asdict(self).items()}
-
-
-def _decision_row_time(entry_time: pd.Timestamp, bar: pd.Timedelta) -> pd.Timestamp:
-    """The bar a trade was decided on: the last bar that closed at or before its entry."""
-    return entry_time.floor(bar) - bar
 
 
 def fit_barriers(
@@ -190,7 +186,7 @@ def build_training_set(
         boost = plan.trade_boosts.get(str(trade.trade_id))
         if boost is None:
             continue
-        row_time = _decision_row_time(pd.Timestamp(trade.entry_time), bar)
+        row_time = decision_bar_times(pd.DatetimeIndex([trade.entry_time]), bar).iloc[0]
         position = index.searchsorted(row_time)
         if position >= len(index) or index[position] != row_time:
             unmatched.append(
@@ -213,6 +209,9 @@ def build_training_set(
             {"trade_id": str(trade.trade_id), "row": row_time.isoformat(), "boost": boost}
         )
 
+    if plan.loser_patterns:
+        patterns = [LoserPattern.from_dict(p) for p in plan.loser_patterns]
+        weight *= pattern_weights(patterns, index, bar, bars)
     class_weight = {c: plan.class_weights[CLASS_NAMES[c]] for c in CLASSES}
     label_values = frame["label"].to_numpy()
     for c, w in class_weight.items():

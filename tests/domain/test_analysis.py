@@ -187,3 +187,32 @@ def test_report_round_trips_through_dict():
 def test_rules_preset_unknown_is_clear():
     with pytest.raises(ValueError, match="unknown preset 'wild'"):
         LearningRules.preset("wild")
+
+
+def test_flagged_loser_patterns_ride_along_in_the_plan():
+    from session_learning.domain.patterns import LoserPattern
+
+    pattern = LoserPattern(
+        model="EURUSD_30T",
+        dimension="hour_of_day",
+        bucket="14:00-15:00",
+        trades=10,
+        winners=2,
+        losers=8,
+        loss_rate=0.8,
+        baseline_loss_rate=0.4,
+        p_value=0.01,
+        message="EURUSD 30T loses 80% of trades entered 14:00-15:00 UTC (model 40%)",
+        hours=(14,),
+    )
+    t = trades(many(3, 1))
+    plans = build_plans(
+        t,
+        MODELS,
+        detect_problems(t),
+        trigger_status(t, LearningRules()),
+        patterns={"EURUSD_30T": [pattern]},
+    )
+    assert plans["EURUSD_30T"].loser_patterns == (pattern.to_dict(),)
+    assert any("loser pattern" in r for r in plans["EURUSD_30T"].reasons)
+    assert plans["GBPUSD_15T"].loser_patterns == ()

@@ -153,3 +153,29 @@ def test_training_is_reproducible_and_evaluation_uses_validation_only(bars):
     validation = frame.index[frame["split"] == "validation"]
     assert result.trades["entry_time"].min() > validation[0]
     assert result.trades["entry_time"].max() <= validation[-1] + KEY.bar
+
+
+def test_loser_pattern_hours_weigh_more_in_training(bars):
+    from session_learning.domain.patterns import LoserPattern
+
+    pattern = LoserPattern(
+        model=KEY.slug,
+        dimension="hour_of_day",
+        bucket="14:00-15:00",
+        trades=10,
+        winners=2,
+        losers=8,
+        loss_rate=0.8,
+        baseline_loss_rate=0.4,
+        p_value=0.01,
+        message="loses in the 14:00 hour",
+        hours=(14,),
+    )
+    plan = RetrainPlan(model=KEY.slug, retrain=True, loser_patterns=(pattern.to_dict(),))
+    empty = pd.DataFrame(columns=["symbol", "timeframe"])
+    frame, _ = build_training_set(bars, KEY, START, END, empty, plan, CONFIG)
+    train = frame.loc[frame["split"] == "train"]
+    # A row decided at t enters at t + 30 min: rows decided 13:30 and 14:00 enter in the 14:00 hour.
+    entry_hour = (train.index + KEY.bar).hour
+    np.testing.assert_allclose(train.loc[entry_hour == 14, "weight"], 1.5)
+    np.testing.assert_allclose(train.loc[entry_hour != 14, "weight"], 1.0)
