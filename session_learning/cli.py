@@ -71,6 +71,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"\n== session {key} (run {result.run_id[:8]}: {'success' if result.success else 'see gates'})"
         )
         _print_partition(result, settings, registry)
+
+    # One tick of the signal monitor at the end: production models signal on the newest bar.
+    config = {"config": {"now": end.isoformat()}}
+    monitor = defs.resolve_job_def("signal_monitor_job").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"resolved_signals": config, "live_signals": config}},
+    )
+    print(
+        f"\n== signal monitor at {end:%Y-%m-%d %H:%M} UTC: {'success' if monitor.success else 'failed'}"
+    )
+    for row in journal.open_signals().itertuples():
+        print(
+            f"   open signal {row.signal_id}: {row.direction} {row.symbol} {row.timeframe} "
+            f"TP {row.take_profit:.5g} SL {row.stop_loss:.5g} (confidence {row.confidence:.2f})"
+        )
+    defs.resolve_job_def("learning_performance_job").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"learning_performance": {"config": {"now": end.isoformat()}}}},
+    )
     print(f"\nexports: {settings.exports_dir}\nmodels:  {settings.models_dir}")
     print("open the UI with: make ui   (or: dagster dev -w workspace.yaml)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pandas as pd
 
 _ids = itertools.count(1)
@@ -58,3 +59,41 @@ def many(n_win: int, n_loss: int, **kwargs) -> list[dict]:
     return [trade(win=True, **kwargs) for _ in range(n_win)] + [
         trade(win=False, **kwargs) for _ in range(n_loss)
     ]
+
+
+def ohlc_frame(rows, start: str = "2025-01-06 00:00", freq: str = "30min") -> pd.DataFrame:
+    """Bars from rows of (open, high, low, close), UTC, unit volume."""
+    index = pd.date_range(start, periods=len(rows), freq=freq, tz="UTC")
+    out = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index, dtype=float)
+    return out.assign(volume=1.0)
+
+
+def random_ohlc(seed: int, n: int) -> np.ndarray:
+    """Consistent (open, high, low, close) rows on a 0.25 grid with occasional gaps, so that
+    barriers are hit exactly at times and ties are common."""
+    rng = np.random.default_rng(seed)
+    close = 400 + np.cumsum(rng.integers(-3, 4, n))
+    gaps = rng.integers(-5, 6, n) * (rng.random(n) < 0.2)
+    open_ = np.r_[400, close[:-1]] + gaps
+    high = np.maximum(open_, close) + rng.integers(0, 4, n)
+    low = np.minimum(open_, close) - rng.integers(0, 4, n)
+    return np.stack([open_, high, low, close], axis=1) * 0.25
+
+
+def hour_pattern(model: str, hour: int):
+    """A flagged hour-of-day loser pattern of ``model`` (8 of 10 trades lost in that hour)."""
+    from session_learning.domain.patterns import LoserPattern
+
+    return LoserPattern(
+        model=model,
+        dimension="hour_of_day",
+        bucket=f"{hour:02d}:00-{hour + 1:02d}:00",
+        trades=10,
+        winners=2,
+        losers=8,
+        loss_rate=0.8,
+        baseline_loss_rate=0.4,
+        p_value=0.01,
+        message=f"{model} loses 80% of trades entered {hour:02d}:00-{hour + 1:02d}:00 UTC",
+        hours=(hour,),
+    )

@@ -19,7 +19,7 @@ from session_learning.domain.analysis import (
 )
 from session_learning.domain.models import ModelKey
 from session_learning.domain.trades import valid_trades, validate_trades
-from tests.builders import frame, many, trade
+from tests.builders import frame, hour_pattern, many, trade
 
 EURUSD, GBPUSD, XAUUSD = (
     ModelKey("EURUSD", "30T"),
@@ -190,21 +190,7 @@ def test_rules_preset_unknown_is_clear():
 
 
 def test_flagged_loser_patterns_ride_along_in_the_plan():
-    from session_learning.domain.patterns import LoserPattern
-
-    pattern = LoserPattern(
-        model="EURUSD_30T",
-        dimension="hour_of_day",
-        bucket="14:00-15:00",
-        trades=10,
-        winners=2,
-        losers=8,
-        loss_rate=0.8,
-        baseline_loss_rate=0.4,
-        p_value=0.01,
-        message="EURUSD 30T loses 80% of trades entered 14:00-15:00 UTC (model 40%)",
-        hours=(14,),
-    )
+    pattern = hour_pattern("EURUSD_30T", 14)
     t = trades(many(3, 1))
     plans = build_plans(
         t,

@@ -14,24 +14,17 @@ from session_learning.domain.backtest import (
     run_backtest,
     signals_from_probabilities,
 )
+from tests.builders import ohlc_frame, random_ohlc
 
 BAR = pd.Timedelta(minutes=30)
 
 
 def make_bars(rows, start="2025-01-06 00:00"):
-    index = pd.date_range(start, periods=len(rows), freq=BAR, tz="UTC")
-    frame = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index, dtype=float)
-    return frame.assign(volume=1.0)
+    return ohlc_frame(rows, start)
 
 
 def random_bars(seed, n):
-    rng = np.random.default_rng(seed)
-    close = 400 + np.cumsum(rng.integers(-3, 4, n))
-    gaps = rng.integers(-5, 6, n) * (rng.random(n) < 0.2)
-    open_ = np.r_[400, close[:-1]] + gaps
-    high = np.maximum(open_, close) + rng.integers(0, 4, n)
-    low = np.minimum(open_, close) - rng.integers(0, 4, n)
-    return make_bars(np.stack([open_, high, low, close], axis=1) * 0.25)
+    return make_bars(random_ohlc(seed, n))
 
 
 def reference_backtest(bars, signals, atr, config, costs):

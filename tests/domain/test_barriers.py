@@ -10,6 +10,7 @@ from session_learning.domain.barriers import (
     first_touch,
     first_touch_many,
 )
+from tests.builders import random_ohlc
 
 
 def columns(rows):
@@ -19,14 +20,9 @@ def columns(rows):
 
 
 def random_bars(seed, n):
-    """Consistent OHLC on a 0.25 grid with occasional gaps, so barriers are hit exactly at times."""
-    rng = np.random.default_rng(seed)
-    close = 400 + np.cumsum(rng.integers(-3, 4, n))
-    gaps = rng.integers(-5, 6, n) * (rng.random(n) < 0.2)
-    open_ = np.r_[400, close[:-1]] + gaps
-    high = np.maximum(open_, close) + rng.integers(0, 4, n)
-    low = np.minimum(open_, close) - rng.integers(0, 4, n)
-    return tuple(a * 0.25 for a in (high, low, close, open_))
+    """(high, low, close, open) arrays of consistent random bars (see tests.builders)."""
+    o, h, lo, c = random_ohlc(seed, n).T
+    return h, lo, c, o
 
 
 def reference_touch(high, low, close, open_, start, direction, tp, sl, max_bars):

@@ -6,24 +6,17 @@ import pytest
 
 from session_learning.domain.barriers import first_touch
 from session_learning.domain.labels import label_horizon_end, triple_barrier_labels
+from tests.builders import ohlc_frame, random_ohlc
 
 
 def make_bars(rows, start="2025-01-06 00:00"):
-    index = pd.date_range(start, periods=len(rows), freq="30min", tz="UTC")
-    frame = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index, dtype=float)
-    return frame.assign(volume=1.0)
+    return ohlc_frame(rows, start)
 
 
 def random_bars(seed, n):
-    rng = np.random.default_rng(seed)
-    close = 400 + np.cumsum(rng.integers(-3, 4, n))
-    gaps = rng.integers(-5, 6, n) * (rng.random(n) < 0.2)
-    open_ = np.r_[400, close[:-1]] + gaps
-    high = np.maximum(open_, close) + rng.integers(0, 4, n)
-    low = np.minimum(open_, close) - rng.integers(0, 4, n)
-    rows = np.stack([open_, high, low, close], axis=1) * 0.25
+    rng = np.random.default_rng(seed + 10_000)
+    bars = make_bars(random_ohlc(seed, n))
     atr = pd.Series(rng.integers(1, 12, n) * 0.25, dtype=float)
-    bars = make_bars(rows)
     return bars, atr.set_axis(bars.index)
 
 

@@ -20,6 +20,7 @@ from session_learning.domain.learning import (
 )
 from session_learning.domain.models import ModelKey
 from session_learning.domain.synthetic import generate_bars
+from tests.builders import hour_pattern
 
 KEY = ModelKey("EURUSD", "30T")
 START, END = pd.Timestamp("2025-03-04T08:00Z"), pd.Timestamp("2025-03-04T12:00Z")
@@ -156,21 +157,7 @@ def test_training_is_reproducible_and_evaluation_uses_validation_only(bars):
 
 
 def test_loser_pattern_hours_weigh_more_in_training(bars):
-    from session_learning.domain.patterns import LoserPattern
-
-    pattern = LoserPattern(
-        model=KEY.slug,
-        dimension="hour_of_day",
-        bucket="14:00-15:00",
-        trades=10,
-        winners=2,
-        losers=8,
-        loss_rate=0.8,
-        baseline_loss_rate=0.4,
-        p_value=0.01,
-        message="loses in the 14:00 hour",
-        hours=(14,),
-    )
+    pattern = hour_pattern(KEY.slug, 14)
     plan = RetrainPlan(model=KEY.slug, retrain=True, loser_patterns=(pattern.to_dict(),))
     empty = pd.DataFrame(columns=["symbol", "timeframe"])
     frame, _ = build_training_set(bars, KEY, START, END, empty, plan, CONFIG)

@@ -14,17 +14,6 @@ from session_learning.resources.journal import (
 from tests.builders import frame, trade
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal(request, tmp_path) -> TradeJournal:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
-    else:
-        url = request.getfixturevalue("clean_postgres_url")
-    j = TradeJournal(url)
-    j.create_schema()
-    return j
-
-
 def test_window_query_uses_exit_time_half_open(journal):
     rows = [
         trade(

@@ -19,17 +19,6 @@ from tests.builders import frame, trade
 WIN, LOSS = 0.002, -0.001  # the builder's long trades: TP at 2R, SL at 1R, risk 0.001
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def journal(request, tmp_path) -> TradeJournal:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
-    else:
-        url = request.getfixturevalue("clean_postgres_url")
-    j = TradeJournal(url)
-    j.create_schema()
-    return j
-
-
 def exited(exit_time: str | None, win: bool | None, trade_id: str) -> dict:
     """A trade that exited at ``exit_time`` an hour after entry; ``win=None`` stores no pnl."""
     entry = (pd.Timestamp(exit_time) - pd.Timedelta(hours=1)).isoformat() if exit_time else None

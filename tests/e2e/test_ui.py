@@ -1,0 +1,148 @@
+"""What an operator sees in the Dagster UI (`dagster-webserver`, Debian's chromium):
+
+- the global asset lineage with the session and per-model groups,
+- the candidate's gates as asset checks: a failed ``profit_factor_above_threshold`` for the
+  second session next to the gates that passed, and the same gate passed for the first session,
+- a session partition materialized from the UI's launch dialog, run to success.
+
+Screenshots of each land in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import (
+    FAILING_SESSION,
+    PASSING_SESSION,
+    SCREENSHOTS,
+    graphql,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+MODEL = "EURUSD_30T"
+GROUPS = ("live_trading", f"model_{MODEL}", "session_analysis")
+FAILED_GATE = "profit_factor_above_threshold"
+# Gates the second session's candidate passes whatever its numbers: thresholds 100% drawdown,
+# 0% win rate and 1 validation trade (tests.assets.conftest.PERMISSIVE).
+PASSED_GATES = (
+    "max_drawdown_below_threshold",
+    "win_rate_above_threshold",
+    "enough_validation_trades",
+)
+RUN_TIMEOUT_S = 90
+RUN_QUERY = """
+query Run($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run {
+    status tags { key value } assetSelection { path }
+} } }
+"""
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name))
+
+
+def check_status(page: Page, check: str) -> str:
+    """The status a check's entry in the asset's check list shows ("Failed", "Succeeded"...).
+    Long names are middle-truncated on screen; the full name is the entry's title."""
+    entry = page.locator("span", has=page.locator(f"[title='{check}']")).first
+    return entry.inner_text().splitlines()[-1].strip()
+
+
+def test_global_lineage_shows_the_learning_graph(page: Page):
+    page.set_viewport_size({"width": 1920, "height": 1000})
+    expanded = ",".join(f"global%40global%3A{group}" for group in GROUPS)
+    page.goto(f"/asset-groups?expanded={expanded}")
+    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+    for asset in ("session_trades", "problem_report", "session_breakdown", "candidate_model"):
+        expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+    # The candidate's node summarizes its gates: the latest session failed one of five.
+    expect(page.get_by_text("4 / 5 Passed")).to_be_visible()
+    screenshot(page, "01_asset_graph.png")
+
+
+def test_candidate_checks_show_the_failed_and_the_passed_gates(page: Page, seeded_ui):
+    page.goto(f"/assets/{MODEL}/candidate_model")
+    page.get_by_role("tab", name="Checks").click()
+    expect(page.get_by_text("Checks (5)")).to_be_visible()
+
+    # Latest evaluation of every gate: the second session's candidate.
+    expect(page.locator(f"[title='{FAILED_GATE}']").first).to_be_visible()
+    assert check_status(page, FAILED_GATE) == "Failed"
+    for gate in PASSED_GATES:
+        assert check_status(page, gate) == "Succeeded", gate
+
+    page.locator(f"[title='{FAILED_GATE}']").first.click()
+    expect(page).to_have_url(re.compile(f"checkDetail={FAILED_GATE}"))
+    latest = page.get_by_text("Latest execution").locator("xpath=../..")
+    expect(latest.get_by_text("Failed", exact=True)).to_be_visible()
+    expect(latest.get_by_text(re.compile(r"profit factor .* vs > 1000"))).to_be_visible()
+    screenshot(page, "02_candidate_checks_failed_gate.png")
+
+    # The gate's history: failed in the second session's run, passed in the first's.
+    page.get_by_role("tab", name="Execution history").click()
+    failed_row = page.get_by_role("row").filter(has_text="Failed").filter(has_text="vs > 1000")
+    passed_row = page.get_by_role("row").filter(has_text="Passed").filter(has_text="vs > 0")
+    expect(failed_row).to_have_count(1)
+    expect(passed_row).to_have_count(1)
+    expect(
+        failed_row.locator(f"a[href^='/runs/{seeded_ui.failing_run_id}']").first
+    ).to_be_attached()
+    expect(
+        passed_row.locator(f"a[href^='/runs/{seeded_ui.passing_run_id}']").first
+    ).to_be_attached()
+    screenshot(page, "03_gate_history_by_session.png")
+
+    # Following the failed evaluation lands on the run of the second session.
+    failed_row.locator("a[href^='/runs/']").last.click()
+    expect(page).to_have_url(re.compile(f"/runs/{seeded_ui.failing_run_id}"))
+    expect(page.get_by_text(f"partition: {FAILING_SESSION}")).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(f"blocking asset check failed.*{FAILED_GATE}")).first
+    ).to_be_visible()
+
+
+def test_session_partition_materializes_from_the_ui(page: Page, webserver: str):
+    page.goto("/assets/session_breakdown")
+    page.get_by_role("button", name=re.compile(r"^Materialize")).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Launch runs to materialize session_breakdown")).to_be_visible()
+    # The dialog offers the last 90 days; the seeded sessions are older.
+    show_all = dialog.get_by_role("button", name="Show all partitions")
+    if show_all.count():
+        show_all.click()
+    partitions = dialog.get_by_placeholder(re.compile(r"^ex: "))
+    partitions.fill(PASSING_SESSION)
+    partitions.press("Enter")
+    dialog.get_by_role("button", name="Launch 1 run").click()
+
+    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}"))
+    expect(toast).to_be_visible(timeout=60_000)
+    short_id = re.search(r"[0-9a-f]{8}", toast.inner_text()).group(0)
+    toast.locator("xpath=ancestor::li[1]").get_by_text("View", exact=True).click()
+    expect(page).to_have_url(re.compile(f"/runs/{short_id}"))
+    run_id = page.url.split("/runs/")[1].split("?")[0]
+
+    expect(page.get_by_text(f"partition: {PASSING_SESSION}")).to_be_visible()
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (status := run_status(webserver, run_id)) not in {"SUCCESS", "FAILURE", "CANCELED"}:
+        assert time.monotonic() < deadline, f"run {run_id} still {status} after {RUN_TIMEOUT_S}s"
+        time.sleep(1)
+    assert status == "SUCCESS", f"run {run_id} ended {status}"
+    # The page follows the run live: its status turns to Success without a reload.
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=15_000)
+    expect(page.get_by_text("RUN_SUCCESS").first).to_be_visible()
+    run = graphql(webserver, RUN_QUERY, {"runId": run_id})["runOrError"]
+    assert {"key": "dagster/partition", "value": PASSING_SESSION} in run["tags"]
+    assert run["assetSelection"] == [{"path": ["session_breakdown"]}]
+    screenshot(page, "04_run_page.png")
+
+
+def run_status(base_url: str, run_id: str) -> str:
+    return graphql(base_url, RUN_QUERY, {"runId": run_id})["runOrError"]["status"]
