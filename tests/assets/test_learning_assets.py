@@ -128,3 +128,14 @@ def test_rollback_command_restores_the_earlier_version(deployed, monkeypatch, ca
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert f"production {first}" in out and "rollback" in out
+
+
+def test_weekly_refresh_retrains_a_model_the_plan_left_alone(deployed):
+    from session_learning.jobs import full_retrain_config
+
+    p, _ = deployed
+    result = p.run(S3, run_config=full_retrain_config([EURUSD.slug]))  # no trades in S3
+    # Trained and judged through the same gates (it may or may not beat production).
+    [event] = result.asset_materializations_for_node("EURUSD_30T__weighted_training_set")
+    assert "full retrain (weekly refresh)" in event.metadata["plan"].value
+    assert result.output_for_node("EURUSD_30T__candidate_model")["production_version"]
