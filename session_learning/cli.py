@@ -93,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run_config={"ops": {"learning_performance": {"config": {"now": end.isoformat()}}}},
     )
     print(f"\nexports: {settings.exports_dir}\nmodels:  {settings.models_dir}")
-    print("open the UI with: make ui   (or: dagster dev -w workspace.yaml)")
+    print("open the UI on this instance with: make ui")
     return 0
 
 
