@@ -9,6 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from session_learning.assets.metadata import markdown_table
+from session_learning.domain.features import feature_set
 from session_learning.domain.health import HealthRule, assess_health
 from session_learning.domain.learning import LearningConfig
 from session_learning.domain.models import ModelKey
@@ -142,7 +143,8 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
             else:
                 start = now - key.bar * int(history * 7 / 5 + 10)
                 bars = market_data.bars(key, start, now)
-                signal = score_latest_bar(model, card, bars, key, now)
+                functions = feature_set(card.get("feature_functions", []))
+                signal = score_latest_bar(model, card, bars, key, now, functions)
                 if signal is None:
                     signal_note = "no signal"
                 elif store.add_signal(signal.as_row()):

@@ -15,6 +15,11 @@ from pydantic import Field
 from session_learning.assets.metadata import markdown_table
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.features import (
+    check_no_lookahead,
+    feature_set,
+    load_feature_function,
+)
 from session_learning.domain.gates import GATE_NAMES, all_passed, evaluate_gates
 from session_learning.domain.learning import (
     build_training_set,
@@ -119,9 +124,20 @@ def build_model_assets(
                 loser_patterns=plan.loser_patterns + tuple(p.to_dict() for p in volatility),
                 reasons=plan.reasons + tuple(f"loser pattern: {p.message}" for p in volatility),
             )
+        specs = learning_settings.feature_specs(key.slug)
+        for spec in specs:  # a user feature that looks ahead would make every number a lie
+            check_no_lookahead(load_feature_function(spec), bars.iloc[-3000:])
         frame, info = build_training_set(
-            bars, key, pd.Timestamp(window.start), end, valid_trades(session_trades), plan, learning
+            bars,
+            key,
+            pd.Timestamp(window.start),
+            end,
+            valid_trades(session_trades),
+            plan,
+            learning,
+            feature_functions=feature_set(specs),
         )
+        info["feature_functions"] = specs
         info["plan"] = plan.to_dict()
         yield dg.Output(
             {"frame": frame, "info": info},

@@ -427,3 +427,8 @@ def check_no_lookahead(
                 )
                 if changed is not None:
                     raise LookAheadError(name, column, position, changed)
+
+
+def feature_set(specs: Sequence[str] = ()) -> tuple[FeatureFunction, ...]:
+    """``DEFAULT_FEATURES`` followed by the user functions named in ``specs``."""
+    return (*DEFAULT_FEATURES, *(load_feature_function(spec) for spec in specs))

@@ -395,6 +395,7 @@ class Candidate:
             "training_window": info["training_window"],
             "validation_window": [self.window[0].isoformat(), self.window[1].isoformat()],
             "features": list(self.features),
+            "feature_functions": list(info.get("feature_functions", [])),
             "params": self.params,
             "plan": info["plan"],
             "trading_rule": asdict(self.rule),

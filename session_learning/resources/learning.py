@@ -51,6 +51,16 @@ class LearningSettingsResource(dg.ConfigurableResource):
     commission_rate: float = Field(
         default=0.0, description="Commission per side as a fraction of notional."
     )
+    extra_features: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Your own feature functions, by model slug (e.g. EURUSD_30T) or '*' for "
+        "every model: lists of 'package.module:function'. Each is checked for look-ahead on "
+        "real bars before it is trained on.",
+    )
+
+    def feature_specs(self, slug: str) -> list[str]:
+        """The user feature functions of a model, by name (shared '*' ones first)."""
+        return [*self.extra_features.get("*", []), *self.extra_features.get(slug, [])]
 
     def learning_config(self) -> LearningConfig:
         return LearningConfig(

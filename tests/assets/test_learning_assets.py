@@ -139,3 +139,27 @@ def test_weekly_refresh_retrains_a_model_the_plan_left_alone(deployed):
     [event] = result.asset_materializations_for_node("EURUSD_30T__weighted_training_set")
     assert "full retrain (weekly refresh)" in event.metadata["plan"].value
     assert result.output_for_node("EURUSD_30T__candidate_model")["production_version"]
+
+
+def test_user_features_are_trained_on_and_used_live(pipeline):
+    p = pipeline(**PERMISSIVE, extra_features={"*": ["tests.user_features:momentum_96"]})
+    p.journal.add_trades(frame(losers_in(8)))
+    result = p.run(S1)
+    assert result.success
+    version = p.registry.production_version(EURUSD)
+    card = p.registry.card(EURUSD, version)
+    assert card["feature_functions"] == ["tests.user_features:momentum_96"]
+    assert "user_mom_96" in card["features"]
+    tick = p.monitor("2025-03-05T10:00:00+00:00")
+    assert tick.success  # the live scorer rebuilt the same features from the card
+
+
+def test_a_user_feature_that_looks_ahead_is_refused(pipeline):
+    p = pipeline(**PERMISSIVE, extra_features={"EURUSD_30T": ["tests.user_features:peeks_ahead"]})
+    p.journal.add_trades(frame(losers_in(8)))
+    result = p.run(S1)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "EURUSD_30T__weighted_training_set"
+    assert "looks ahead" in failure.event_specific_data.error.to_string()
+    assert p.registry.production_version(EURUSD) is None
