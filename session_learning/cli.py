@@ -56,7 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def("session_learning_job")
-    instance = dg.DagsterInstance.get()
+    instance = _instance(settings)
     partitions = defs.resolve_job_def("session_learning_job").partitions_def
     keys = partitions.get_partition_keys_in_range(
         dg.PartitionKeyRange(
@@ -95,6 +95,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nexports: {settings.exports_dir}\nmodels:  {settings.models_dir}")
     print("open the UI on this instance with: make ui")
     return 0
+
+
+def _instance(settings: Settings):
+    """The Dagster instance in DAGSTER_HOME; without one, a local SQLite instance under the
+    home folder (so `make ui` / `dagster dev` with that DAGSTER_HOME shows the runs)."""
+    import os
+
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = settings.home / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            config.write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+        print(f"DAGSTER_HOME not set: using {home}")
+    return dg.DagsterInstance.get()
 
 
 def _print_partition(result, settings: Settings, registry) -> None:
