@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from session_learning.assets.metadata import markdown_table
+from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
 from session_learning.domain.features import (
@@ -26,10 +26,12 @@ from session_learning.domain.learning import (
     effective_plan,
     evaluate_production,
     train_candidate,
+    validation_predictions,
 )
 from session_learning.domain.models import ModelKey
 from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.trades import valid_trades
+from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource
 from session_learning.resources.market_data import MarketDataResource
@@ -162,8 +164,12 @@ def build_model_assets(
         kinds={"catboost"},
         ins={"weighted_training_set": dg.AssetIn(key=[*prefix, "weighted_training_set"])},
         check_specs=[
-            dg.AssetCheckSpec(
-                name, asset=candidate_key, blocking=True, description=GATE_DESCRIPTIONS[name]
+            session_check_spec(
+                name,
+                candidate_key,
+                partitions_def,
+                blocking=True,
+                description=GATE_DESCRIPTIONS[name],
             )
             for name in GATE_NAMES
         ],
@@ -235,6 +241,24 @@ def build_model_assets(
                 "expectancy_r": m.expectancy_r,
                 "sharpe": m.sharpe,
                 "production_version": baseline or "none",
+                "equity_curves": dg.MetadataValue.md(
+                    png_markdown(
+                        equity_curves_png(
+                            candidate_result.equity,
+                            production_result.equity if production_result else None,
+                            f"{key.slug}: {version} vs {baseline or 'no production model'}",
+                        ),
+                        "candidate vs production equity on the validation window",
+                    )
+                ),
+                "calibration": dg.MetadataValue.md(
+                    png_markdown(
+                        calibration_png(
+                            *validation_predictions(candidate.model, candidate.features, frame)
+                        ),
+                        "probability calibration on the validation window",
+                    )
+                ),
                 "gates": markdown_table(
                     pd.DataFrame(
                         [

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, create_model
 
-from session_learning.assets.metadata import markdown_table
+from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.domain.analysis import (
     LearningRules,
     ProblemReport,
@@ -103,9 +103,10 @@ def build_session_assets(
         owners=OWNERS,
         kinds={"sql", "pandas"},
         check_specs=[
-            dg.AssetCheckSpec(
+            session_check_spec(
                 "session_trades_are_clean",
-                asset="session_trades",
+                "session_trades",
+                partitions_def,
                 description="Warns when journal rows of the session were quarantined.",
             )
         ],

@@ -439,3 +439,12 @@ def evaluate_production(
         costs,
         bar,
     )
+
+
+def validation_predictions(
+    model: CatBoostClassifier, features: Sequence[str], training_set: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (short, flat, long) and labels of the validation rows whose label
+    is known, for calibration plots."""
+    rows = training_set.loc[(training_set["split"] == "validation") & training_set["label"].notna()]
+    return model.predict_proba(rows[list(features)]), rows["label"].to_numpy()

@@ -48,11 +48,16 @@ def test_first_passing_candidate_is_deployed(deployed):
         "candidate_beats_production",
     }
     assert all(c.passed for c in checks.values())
+    # Each gate's result belongs to the session it judged, so the UI can show it per partition.
+    assert {c.partition for c in checks.values()} == {S1}
     pf = checks["profit_factor_above_threshold"].metadata
     expected = candidate["metrics"]["profit_factor"]  # None stands for an infinite PF in JSON
     assert pf["threshold"].value == 0.0
     assert pf["value"].value == pytest.approx(math.inf if expected is None else expected)
     assert candidate["metrics"]["trades"] >= 10
+    [materialized] = result.asset_materializations_for_node("EURUSD_30T__candidate_model")
+    for plot in ("equity_curves", "calibration"):
+        assert "](data:image/png;base64,iVBOR" in materialized.metadata[plot].value
     card = p.registry.card(EURUSD, candidate["version"])
     assert card["passed_gates"] and card["plan"]["trade_boosts"]
     assert card["validation_window"][1] <= "2025-03-04T08:00"

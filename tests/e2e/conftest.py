@@ -61,10 +61,6 @@ def _unavailable(reason: str) -> None:
 def chromium_path() -> Path:
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
     return CHROMIUM
 
 
@@ -305,9 +301,13 @@ def webserver(seeded_ui: SeededUI, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(chromium_path: Path):
-    from playwright.sync_api import sync_playwright
+def browser(chromium_path: Path, webserver: str):
+    # After the webserver: the in-process seeding must not run inside Playwright's event loop.
+    from playwright.sync_api import expect, sync_playwright
 
+    # The UI loads each view with a few GraphQL queries; on a busy 2-core runner that can take
+    # longer than Playwright's 5 s default.
+    expect.set_options(timeout=20_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
         try:

@@ -1,0 +1,1 @@
+"""Reports written from domain results: Markdown text and PNG plots (matplotlib, Agg)."""
