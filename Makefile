@@ -15,4 +15,4 @@ lint:
 
 # Dagster UI on the local SQLite instance (var/dagster_home), like the demo uses.
 ui:
-	@bash -c 'source scripts/lib.sh && sl_bootstrap && sl_local_dagster_home && cd "$$SL_REPO" && exec .venv/bin/dagster dev -w workspace.yaml $(ARGS)'
+	@bash -c 'source scripts/lib.sh && sl_bootstrap && sl_local_dagster_home && cd "$$SL_REPO" && exec .venv/bin/dagster dev -h 127.0.0.1 -w workspace.yaml $(ARGS)'

@@ -310,7 +310,11 @@ def build_model_assets(
         previous = store.production_version(key)
         version = candidate_model["version"]
         promoted = store.promote(
-            key, version, reason=candidate_model["decision"], session=context.partition_key
+            key,
+            version,
+            reason=candidate_model["decision"],
+            session=context.partition_key,
+            expected_live=candidate_model["production_version"],
         )
         summary = (
             f"deployed {version} (was {previous or 'none'})"

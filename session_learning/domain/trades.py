@@ -74,7 +74,7 @@ def _is_missing(value: object) -> bool:
 def _as_float(value: object) -> float:
     try:
         out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an int beyond 1e308 is no price either
         return math.nan
     return out
 
@@ -262,9 +262,11 @@ def export_stamp(session_end: datetime) -> str:
 def export_session(trades: pd.DataFrame, session_end: datetime, directory: Path) -> dict[str, Path]:
     """Write ``winners_``, ``losers_``, ``all_trades_`` (and ``quarantine_``) CSVs for a session.
 
-    Each file is written to a temporary name and renamed into place, so a re-run replaces the
-    files whole and a crash never leaves a half-written file under the final name. A quarantine
-    file from an earlier run is removed when the session has no quarantined rows any more.
+    Every file is first written in full under a temporary name, and only when all of them are
+    written are they renamed into place: a re-run replaces the files whole, a failed write (disk
+    full) leaves the previous set as it was, and a crash never leaves a half-written file under
+    a final name. A quarantine file from an earlier run is removed when the session has no
+    quarantined rows any more.
     """
     directory.mkdir(parents=True, exist_ok=True)
     stamp = export_stamp(session_end)
@@ -276,25 +278,49 @@ def export_session(trades: pd.DataFrame, session_end: datetime, directory: Path)
         "quarantine": quarantined_trades(trades),
     }
     paths: dict[str, Path] = {}
-    for name, frame in frames.items():
-        path = directory / f"{name}_{stamp}.csv"
-        if name == "quarantine" and frame.empty:
-            path.unlink(missing_ok=True)
-            continue
-        write_csv_atomically(frame, path)
-        paths[name] = path
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, frame in frames.items():
+            if name == "quarantine" and frame.empty:
+                continue
+            path = directory / f"{name}_{stamp}.csv"
+            staged.append((_write_temporary_csv(frame, path), path))
+            paths[name] = path
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)  # only a file that was not renamed is still there
+    if "quarantine" not in paths:
+        (directory / f"quarantine_{stamp}.csv").unlink(missing_ok=True)
     return paths
 
 
 def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
+    tmp = _write_temporary_csv(frame, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_temporary_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` in full (fsynced) to a new temporary file beside ``path`` and return it.
+
+    On failure the temporary file is removed and an ``OSError`` names ``path``.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             frame.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S%z")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A full disk says only "No space left on device"; say which file failed.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+    return Path(tmp)

@@ -113,14 +113,20 @@ def _epoch_us(value: object) -> int | None:
         if naive is pd.NaT or naive.tzinfo is not None:
             return None
         ts = naive.tz_localize("UTC")
-    return int(ts.value // 1000)
+    try:
+        return int(ts.value // 1000)
+    except OverflowError:
+        # Outside 1677..2262 (pandas' nanosecond range) no session can hold the row: it is
+        # reported with the unplaceable rows instead of failing the whole batch.
+        return None
 
 
 def _time_text(value: object) -> str | None:
     if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, datetime):
-        return pd.Timestamp(value).isoformat()
+        # datetime.isoformat (pd.Timestamp overrides it) works for any year, in or out of range.
+        return value.isoformat()
     text = str(value).strip()
     return text or None
 
@@ -128,7 +134,7 @@ def _time_text(value: object) -> str | None:
 def _number(value: object) -> float | None:
     try:
         out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an int beyond 1e308 overflows
         return None
     return out if math.isfinite(out) else None
 
@@ -163,6 +169,13 @@ class TradeJournal:
             ) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise JournalError(f"trade journal {redact_url(self.url)}: {exc}") from exc
+        except ValueError as exc:
+            # The driver refuses some values before SQL sees them (psycopg2: a NUL character;
+            # any driver: text that is not valid UTF-8); the transaction is rolled back.
+            raise JournalError(
+                f"trade journal {redact_url(self.url)} cannot store a value ({exc}); "
+                "nothing was written"
+            ) from exc
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to call every time)."""
@@ -242,7 +255,8 @@ class TradeJournal:
         return pd.DataFrame([dict(r) for r in rows], columns=columns)
 
     def unplaceable_trades(self) -> pd.DataFrame:
-        """Rows whose exit time is missing or unparsable: they belong to no session."""
+        """Rows whose exit time is missing, unparsable or outside 1677..2262: they belong to no
+        session."""
         query = sa.select(trades_table).where(trades_table.c.exit_time_us.is_(None))
         with self._connect() as conn:
             metadata.create_all(conn)

@@ -97,6 +97,10 @@ class UnknownVersionError(RegistryError):
     """The requested version does not exist for that model (or is not a version id)."""
 
 
+class ProductionChangedError(RegistryError):
+    """Production changed between judging a candidate and promoting it."""
+
+
 class CorruptModelError(RegistryError):
     """A stored file is missing, unreadable or fails its checksum; it must not be used."""
 
@@ -633,6 +637,7 @@ class ModelRegistry:
         reason: str,
         session: str,
         now: datetime | None = None,
+        expected_live: str | None | object = ...,
     ) -> bool:
         """Make ``version`` the live model of ``key``; return whether a deployment happened.
 
@@ -640,6 +645,10 @@ class ModelRegistry:
         file changes. Returns False without a new history entry when the version is already
         live, or when this same ``session`` already deployed it (a re-run or backfill of a
         partition must not put an old model back after production has moved on).
+
+        ``expected_live`` is the version the candidate was judged against (None: no production
+        model). When production changed since then, ``ProductionChangedError`` is raised and
+        nothing changes: the candidate never beat the model it would replace.
         """
         now_iso = _iso(now)
         _, card = self.load(key, version)
@@ -651,6 +660,12 @@ class ModelRegistry:
             if already:
                 self._write_repairs(key, entries, pointer_ok, live)
                 return False
+            if expected_live is not ... and live != expected_live:
+                raise ProductionChangedError(
+                    f"{key}: {version} was judged against production {expected_live or 'none'}, "
+                    f"but {live or 'none'} is live now; re-run the session to judge it against "
+                    "the model it would replace. Nothing was changed."
+                )
             entry = {
                 "version": version,
                 "live_from": now_iso,

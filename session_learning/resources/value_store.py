@@ -30,6 +30,17 @@ def dumps(value: object) -> str:
     return json.dumps(value, default=_json_default, indent=1, sort_keys=True, allow_nan=True)
 
 
+def _file_name(part: str, what: str) -> str:
+    # Asset key parts and partition keys become path components; a dynamic partition key can
+    # come from outside the code, so nothing that names another folder is accepted.
+    if part in ("", ".", "..") or any(c in part for c in "/\\\0"):
+        raise ValueError(
+            f"{what} {part!r} cannot be a file name under the value store's base_dir "
+            "(empty, '.', '..', or holds a path separator or NUL)"
+        )
+    return part
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -37,8 +48,11 @@ def _atomic_write(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A full disk says only "File too large" / "No space left"; say which value failed.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -48,9 +62,9 @@ class ValueStoreIOManager(dg.ConfigurableIOManager):
     base_dir: str = Field(description="Folder that holds the stored asset values.")
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
-        key = context.asset_key.path
+        key = [_file_name(part, "asset key part") for part in context.asset_key.path]
         name = (
-            context.asset_partition_key.replace(":", "")
+            _file_name(context.asset_partition_key.replace(":", ""), "partition key")
             if context.has_asset_partitions
             else "value"
         )

@@ -21,6 +21,7 @@ from session_learning.resources.registry import (
     CorruptModelError,
     ModelRegistry,
     ModelRegistryResource,
+    ProductionChangedError,
     RegistryError,
     UnknownVersionError,
 )
@@ -348,6 +349,18 @@ def test_promote_switches_pointer_and_records_history(reg, model):
     ]
     assert history[0]["live_from"] == T0.isoformat()
     _assert_consistent(reg, history)
+
+
+def test_promote_refuses_when_production_changed_since_judging(reg, model):
+    v1, v2, v3 = (_save(reg, model, i=i) for i in range(3))
+    assert reg.promote(KEY, v1, reason="first", session="s0", expected_live=None)
+    # v2 and v3 were both judged against v1; v2 goes live first.
+    assert reg.promote(KEY, v2, reason="beat v1", session="s1", expected_live=v1)
+    before = {p.name: p.read_bytes() for p in (reg.root / KEY.slug).glob("*.json")}
+    with pytest.raises(ProductionChangedError, match=f"judged against production {v1}"):
+        reg.promote(KEY, v3, reason="beat v1", session="s2", expected_live=v1)
+    assert reg.production_version(KEY) == v2
+    assert {p.name: p.read_bytes() for p in (reg.root / KEY.slug).glob("*.json")} == before
 
 
 def test_promote_twice_is_a_single_deployment(reg, model):
