@@ -156,7 +156,7 @@ def test_sigkill_inside_a_promotion_leaves_one_consistent_version(
 # --- two partitions promoting the same model at once ------------------------------------------
 
 
-def test_two_partitions_promoting_at_once_lose_no_deployment(deployed_home, tmp_path):
+def test_two_partitions_promoting_at_once_lose_no_update(deployed_home, tmp_path):
     p = pipeline_at(deployed_home)
     # Both candidates are trained and gated here; the two racing runs are the deployments.
     upstream = ["session_trades", "problem_report", "EURUSD_30T/weighted_training_set"]
@@ -175,14 +175,17 @@ def test_two_partitions_promoting_at_once_lose_no_deployment(deployed_home, tmp_
         )
         for session in (S2, S3)
     ]
-    for child in children:
-        out = child.communicate(timeout=150)[0]
-        assert child.returncode == 0, out
+    outputs = [child.communicate(timeout=150)[0] for child in children]
+    codes = [child.returncode for child in children]
     assert len(list(barrier.glob("*.ready"))) == 2  # both waited, then promoted together
 
+    # Both candidates were judged against the S1 model. Exactly one deployment wins; the other
+    # is refused because production changed since it was judged (compare-and-swap), and says so.
+    assert sorted(codes) == [0, 1], outputs
+    refused = outputs[codes.index(1)]
+    assert "ProductionChangedError" in refused and "Nothing was changed" in refused
     history = p.registry.history(EURUSD)
-    assert sorted(e["session"] for e in history) == sorted([S1, S2, S3])  # none lost
+    assert history[0]["session"] == S1 and len(history) == 2
+    assert history[1]["session"] == (S2, S3)[codes.index(0)]
     _assert_consistent(p.registry)
-    # Whichever promoted second is live; the first one's entry was closed, not overwritten.
-    assert {history[1]["session"], history[2]["session"]} == {S2, S3}
-    assert history[1]["live_to"] == history[2]["live_from"] is not None
+    assert history[0]["live_to"] == history[1]["live_from"] is not None
