@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from session_learning.resources.journal import TradeJournal
+
 POSTGRES_URL_VAR = "SESSION_LEARNING_TEST_POSTGRES_URL"
 POSTGRES_FIXTURES = frozenset({"postgres_url", "clean_postgres_url"})
 
@@ -53,3 +55,15 @@ def clean_postgres_url(postgres_url: str) -> Iterator[str]:
     finally:
         engine.dispose()
     yield postgres_url
+
+
+# Every journal test runs on SQLite and on PostgreSQL: same schema, same code.
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def journal(request, tmp_path) -> TradeJournal:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    else:
+        url = request.getfixturevalue("clean_postgres_url")
+    j = TradeJournal(url)
+    j.create_schema()
+    return j

@@ -15,7 +15,7 @@ from session_learning.resources.market_data import PolygonMarketDataResource
 from tests.assets.conftest import EURUSD, S2
 from tests.assets.test_learning_assets import production_files
 from tests.reliability.conftest import failures, pipeline_at, succeeded
-from tests.resources.test_polygon import FakePolygon, Reply
+from tests.resources.test_polygon import FakePolygon, Reply, serving
 
 API_KEY = "pk-RELIABILITY-9b1e77c4d0"
 RETRIES = 2
@@ -42,15 +42,8 @@ ANSWERS = {
 
 @pytest.fixture
 def polygon() -> Iterator[FakePolygon]:
-    fake = FakePolygon()
-    fake.thread.start()
-    try:
+    with serving() as fake:
         yield fake
-    finally:
-        fake.release.set()
-        fake.server.shutdown()
-        fake.server.server_close()
-        fake.thread.join(5)
 
 
 @pytest.mark.parametrize("answer", list(ANSWERS))

@@ -22,7 +22,6 @@ from sqlalchemy.engine import make_url
 
 from session_learning.domain.models import ModelKey
 from session_learning.domain.trades import export_session, validate_trades
-from session_learning.resources.journal import TradeJournal
 from session_learning.resources.registry import CorruptModelError, ModelRegistry
 from session_learning.resources.value_store import ValueStoreIOManager
 from session_learning.settings import JOURNAL_URL_VAR
@@ -125,17 +124,6 @@ HOSTILE = [
     "%(symbol)s %s ? :p $1",
     'EUR"USD\\',
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal(request, tmp_path) -> TradeJournal:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
-    else:
-        url = request.getfixturevalue("clean_postgres_url")
-    j = TradeJournal(url)
-    j.create_schema()
-    return j
 
 
 def test_hostile_strings_are_data_in_every_journal_query(journal, tmp_path):

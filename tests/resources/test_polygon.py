@@ -10,6 +10,7 @@ import traceback
 import urllib.parse
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -95,8 +96,9 @@ class FakePolygon:
         return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.requests[n]).query))
 
 
-@pytest.fixture
-def polygon() -> Iterator[FakePolygon]:
+@contextmanager
+def serving() -> Iterator[FakePolygon]:
+    """A FakePolygon answering on 127.0.0.1 for the duration of the block."""
     fake = FakePolygon()
     fake.thread.start()
     try:
@@ -106,6 +108,12 @@ def polygon() -> Iterator[FakePolygon]:
         fake.server.shutdown()
         fake.server.server_close()
         fake.thread.join(5)
+
+
+@pytest.fixture
+def polygon() -> Iterator[FakePolygon]:
+    with serving() as fake:
+        yield fake
 
 
 @pytest.fixture
