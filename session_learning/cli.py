@@ -12,6 +12,8 @@ from session_learning.domain.models import ModelKey, UnknownModelError
 from session_learning.settings import Settings
 
 DEMO_END = "2025-06-05T00:00:00Z"
+# The demo prints its own summary per session; Dagster's event log stays in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _registry(settings: Settings):
@@ -23,12 +25,17 @@ def _registry(settings: Settings):
 def cmd_demo(args: argparse.Namespace) -> int:
     """Seed the SQLite journal from synthetic bars and run the learning cycle on the latest
     sessions, in order, through Dagster."""
+    import logging
+
     import dagster as dg
 
     from session_learning.definitions import build_definitions, build_resources
     from session_learning.domain.demo import malformed_examples, simulate_trades
     from session_learning.domain.learning import DEFAULT_COSTS
 
+    # A model the session leaves alone has no candidate, so its gates have nothing to judge;
+    # Dagster warns about that for every skipped model. The summary below says "untouched".
+    logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)
     resources = build_resources(settings)
@@ -66,10 +73,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     registry = _registry(settings)
     for key in keys:
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-        print(
-            f"\n== session {key} (run {result.run_id[:8]}: {'success' if result.success else 'see gates'})"
+        result = job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
         )
+        print(f"\n== session {key} (run {result.run_id[:8]}; full logs in the UI)")
         _print_partition(result, settings, registry)
 
     # One tick of the signal monitor at the end: production models signal on the newest bar.
@@ -77,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     monitor = defs.resolve_job_def("signal_monitor_job").execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config={"ops": {"resolved_signals": config, "live_signals": config}},
+        run_config={"ops": {"resolved_signals": config, "live_signals": config}, **QUIET},
     )
     print(
         f"\n== signal monitor at {end:%Y-%m-%d %H:%M} UTC: {'success' if monitor.success else 'failed'}"
@@ -90,7 +97,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     defs.resolve_job_def("learning_performance_job").execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config={"ops": {"learning_performance": {"config": {"now": end.isoformat()}}}},
+        run_config={
+            "ops": {"learning_performance": {"config": {"now": end.isoformat()}}},
+            **QUIET,
+        },
     )
     print(f"\nexports: {settings.exports_dir}\nmodels:  {settings.models_dir}")
     print("open the UI on this instance with: make ui")
@@ -115,13 +125,33 @@ def _instance(settings: Settings):
     return dg.DagsterInstance.get()
 
 
+def _step_errors(result) -> dict[str, str]:
+    """Failed steps of a run that are real errors (a failed gate is a decision, not an error)."""
+    errors = {}
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.event_specific_data.error
+        if error is not None and error.cls_name != "DagsterAssetCheckFailedError":
+            cause = error.cause.message if error.cause else error.message
+            errors[event.step_key] = cause.strip().splitlines()[-1]
+    return errors
+
+
 def _print_partition(result, settings: Settings, registry) -> None:
+    errors = _step_errors(result)
+    for step, message in errors.items():
+        print(f"   ERROR in {step}: {message}")
+    if "problem_report" in errors or "session_trades" in errors:
+        return
     report = result.output_for_node("problem_report")
     print(f"   {report['trigger']['message']}")
     for problem in report["problems"]:
         print(f"   problem: {problem['message']}")
     for model in settings.models:
         node = f"{model.slug}__candidate_model"
+        if any(step.startswith(model.slug) for step in errors):
+            continue  # printed above
         try:
             candidate = result.output_for_node(node)
         except Exception:  # not materialized: the plan left the model untouched
