@@ -95,8 +95,9 @@ DEFAULT_TO = "2025-04-07"
 DEFAULT_SYMBOLS = "EURUSD,GBPUSD,XAUUSD"
 DEFAULT_TIMEFRAMES = "30T"
 DEFAULT_OUT = "var/replay"
-MARKER_FILE = "replay-arm.json"
-REGIME_LOOKBACK = pd.Timedelta(days=30)  # marks an arm folder the replay may delete on a re-run
+MARKER_FILE = "replay-arm.json"  # marks an arm folder the replay may delete on a re-run
+ARM_FILE = "arm.json"  # written when an arm has finished
+REGIME_LOOKBACK = pd.Timedelta(days=30)  # regimes known before the range: a flip at its start
 
 BarSource = Callable[[ModelKey, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 """``bars(key, start, end)``: OHLCV bars of ``key`` opening in ``[start, end)``, UTC index."""
@@ -319,6 +320,55 @@ class ArmRun:
     quarantined: int
     initial_cpu_seconds: float = 0.0  # the initial training at the range's start
 
+    def save(self, folder: Path, config: ReplayConfig) -> None:
+        """Write the run beside the arm's journal and registry; ``arm.json`` goes last and
+        marks the arm complete (``read_arm``, ``run_replay(resume=True)``)."""
+        self.trades.sort_values(["exit_time", "trade_id"], kind="stable").to_csv(
+            folder / "trades.csv", index=False
+        )
+        self.candidates.to_csv(folder / "candidates.csv", index=False)
+        self.sessions.to_csv(folder / "sessions.csv", index=False)
+        done = {
+            "arm": self.arm,
+            "config": config.describe(),
+            "open_at_end": self.open_at_end,
+            "quarantined": self.quarantined,
+            "initial_cpu_seconds": self.initial_cpu_seconds,
+        }
+        (folder / ARM_FILE).write_text(json.dumps(done, indent=2) + "\n")
+
+
+def read_arm(folder: Path) -> ArmRun:
+    """A completed arm read back from its folder."""
+    done = json.loads((folder / ARM_FILE).read_text())
+    trades = pd.read_csv(folder / "trades.csv", dtype={"trade_id": str, "model_version": str})
+    for column in ("entry_time", "exit_time"):
+        trades[column] = pd.to_datetime(trades[column], utc=True)
+    candidates = pd.read_csv(
+        folder / "candidates.csv",
+        dtype={c: str for c in CANDIDATE_TEXT_COLUMNS},
+        keep_default_na=False,
+        na_values={c: [""] for c in CANDIDATE_COLUMNS if c not in CANDIDATE_TEXT_COLUMNS},
+    )
+    return ArmRun(
+        done["arm"],
+        trades,
+        candidates,
+        pd.read_csv(folder / "sessions.csv"),
+        done["open_at_end"],
+        done["quarantined"],
+        done["initial_cpu_seconds"],
+    )
+
+
+def _completed(folder: Path, config: ReplayConfig) -> bool:
+    """Whether ``folder`` holds a finished run of this arm under the same configuration."""
+    try:
+        done = json.loads((folder / ARM_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return done.get("config") == json.loads(json.dumps(config.describe()))
+
 
 TRADE_RECORD_COLUMNS = (*TRADE_COLUMNS, "r_multiple", "session")
 CANDIDATE_COLUMNS = (
@@ -339,6 +389,7 @@ CANDIDATE_COLUMNS = (
     "deployed",
     "version",
 )
+CANDIDATE_TEXT_COLUMNS = ("session", "time", "model", "reasons", "error", "failed_gates", "version")
 SESSION_COLUMNS = ("session", "wall_seconds", "cpu_seconds", "trainings", "trades", "triggered")
 
 
@@ -405,7 +456,7 @@ class _ArmReplay:
             )
             progress(1)
         self.journal.engine.dispose()
-        return ArmRun(
+        run = ArmRun(
             arm=self.arm,
             trades=_frame(self.trades, TRADE_RECORD_COLUMNS),
             candidates=_frame(self.candidates, CANDIDATE_COLUMNS),
@@ -414,6 +465,9 @@ class _ArmReplay:
             quarantined=self.quarantined,
             initial_cpu_seconds=initial_cpu,
         )
+        # Saved by the worker itself: a finished arm survives its parent being stopped.
+        run.save(self.task.folder, self.config)
+        return run
 
     # -- trading ---------------------------------------------------------------------------
 
@@ -757,10 +811,13 @@ def run_replay(
     out: Path | str,
     *,
     progress: bool = True,
+    resume: bool = False,
     feature_functions: tuple[FeatureFunction, ...] = DEFAULT_FEATURES,
 ) -> ReplayResult:
-    """Replay every arm of ``config`` over its range and write each arm's journal and registry
-    under ``out/<arm>/``. Returns the runs; ``write_report`` turns them into the report.
+    """Replay every arm of ``config`` over its range and write each arm's journal, registry
+    and results under ``out/<arm>/``. Returns the runs; ``write_report`` turns them into the
+    report. With ``resume``, an arm that already finished under the same configuration is
+    read back instead of replayed (a long replay stopped half-way keeps its finished arms).
 
     With more than one worker each arm runs in its own spawned process. CatBoost trains on
     one thread: the arms are the parallelism, and a model file records its thread count, so
@@ -770,20 +827,23 @@ def run_replay(
     began = time.perf_counter()
     workers = _worker_count(config)
     config = replace(config, learning=replace(config.learning, thread_count=1))
+    runs: dict[str, ArmRun] = {}
+    if resume:
+        runs = {a: read_arm(out / a) for a in config.arms if _completed(out / a, config)}
     loaded = load_bars(config, bars)
     regimes = session_regimes(config, bars)
     tasks = [
         ArmTask(arm, config, loaded, _prepare_folder(out, arm), feature_functions)
         for arm in config.arms
+        if arm not in runs
     ]
     bar = _Progress(len(tasks) * len(config.sessions()), progress)
-    runs: dict[str, ArmRun] = {}
     try:
-        if workers == 1:
+        if workers == 1 or len(tasks) < 2:
             for task in tasks:
                 runs[task.arm] = _ArmReplay(task).run(bar.update)
         else:
-            runs = _run_parallel(tasks, workers, bar)
+            runs.update(_run_parallel(tasks, min(workers, len(tasks)), bar))
     finally:
         bar.close()
     return ReplayResult(
@@ -935,7 +995,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"arms {', '.join(config.arms)} ({config.source} bars, seed {config.seed})",
         file=sys.stderr,
     )
-    result = run_replay(config, source, args.out, progress=not args.no_progress)
+    result = run_replay(config, source, args.out, progress=not args.no_progress, resume=args.resume)
     paths = write_report(result, Path(args.out))
     summary = json.loads(paths["summary"].read_text())
     for arm, stats in summary["arms"].items():
@@ -1002,6 +1062,11 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     parser.add_argument(
         "--workers", type=int, default=0, help="processes (default: one per arm, at most CPUs)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep arms a stopped replay already finished (same settings) instead of redoing them",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(func=cmd_replay)

@@ -26,15 +26,13 @@ from session_learning.domain.stats import paired_bootstrap_expectancy
 from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay import (
     ARM_DESCRIPTIONS,
-    CANDIDATE_COLUMNS,
-    ArmRun,
     ReplayConfig,
     ReplayResult,
     SyntheticBars,
+    read_arm,
     session_regimes,
 )
 
-_TEXT_COLUMNS = ("session", "time", "model", "reasons", "error", "failed_gates", "version")
 CONFIDENCE = 0.95
 BOOTSTRAP_BLOCK = pd.Timedelta("1D")
 BOOTSTRAP_SAMPLES = 2000
@@ -814,8 +812,9 @@ def _json(obj: object) -> str:
 
 
 def write_report(result: ReplayResult, out: Path | str) -> dict[str, Path]:
-    """Write ``report.md``, ``equity.png``, ``summary.json``, ``timing.json`` and each arm's
-    ``trades.csv`` / ``candidates.csv`` under ``out``; returns the paths by name."""
+    """Write ``report.md``, ``equity.png``, ``summary.json`` and ``timing.json`` under ``out``
+    (each arm's trades, candidates and session costs are in ``out/<arm>/``); returns the
+    paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
@@ -829,48 +828,20 @@ def write_report(result: ReplayResult, out: Path | str) -> dict[str, Path]:
     paths["equity"].write_bytes(equity_png(result))
     paths["summary"].write_text(_json(_clean(summary)))
     paths["timing"].write_text(_json(_clean(timing(result))))
-    for arm, run in result.arms.items():
-        folder = out / arm
-        folder.mkdir(parents=True, exist_ok=True)
-        _ordered(run.trades).to_csv(folder / "trades.csv", index=False)
-        run.candidates.to_csv(folder / "candidates.csv", index=False)
-        run.sessions.to_csv(folder / "sessions.csv", index=False)
     return paths
 
 
 def load_replay(out: Path | str) -> ReplayResult:
-    """A finished replay read back from the files ``write_report`` wrote, to re-render its
-    report without replaying (the regimes come from the synthetic source again)."""
+    """A finished replay read back from its folder, to re-render its report without
+    replaying (the regimes come from the synthetic source again)."""
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
     times = json.loads((out / "timing.json").read_text())
     config = ReplayConfig.from_description(summary["config"])
-    runs = {}
-    for arm in config.arms:
-        folder = out / arm
-        trades = pd.read_csv(folder / "trades.csv", dtype={"trade_id": str, "model_version": str})
-        for column in ("entry_time", "exit_time"):
-            trades[column] = pd.to_datetime(trades[column], utc=True)
-        candidates = pd.read_csv(
-            folder / "candidates.csv",
-            dtype={"reasons": str, "error": str, "failed_gates": str, "version": str},
-            keep_default_na=False,
-            na_values={c: [""] for c in CANDIDATE_COLUMNS if c not in _TEXT_COLUMNS},
-        )
-        stats = summary["arms"][arm]
-        runs[arm] = ArmRun(
-            arm,
-            trades,
-            candidates,
-            pd.read_csv(folder / "sessions.csv"),
-            stats["open_at_end"],
-            stats["quarantined"],
-            times["arms"][arm]["initial_training_cpu_seconds"],
-        )
     source = SyntheticBars(config.seed) if config.source == "synthetic" else None
     return ReplayResult(
         config=config,
-        arms=runs,
+        arms={arm: read_arm(out / arm) for arm in config.arms},
         regimes=session_regimes(config, source) if source is not None else None,
         out=out,
         wall_seconds=times["wall_seconds"],

@@ -291,3 +291,13 @@ def test_flips_scenario_static_model_does_not_recover_from_a_flip(tmp_path):
     assert unknown["ci"][1] < 0  # losing beyond noise, weeks after the flip
     by_regime = {row["regime"]: row for row in summary["by_regime"]}
     assert by_regime["trend"]["expectancy_r"] > 0 > by_regime["range"]["expectancy_r"]
+
+
+def test_a_stopped_replay_resumes_with_the_arms_it_finished(tmp_path):
+    config = replace(SMALL, arms=("static", "ungated"))
+    first = run_replay(config, SyntheticBars(7), tmp_path, progress=False)
+    (tmp_path / "ungated" / "arm.json").unlink()  # as if stopped before ungated finished
+    static_journal = (tmp_path / "static" / "journal.sqlite").stat().st_mtime_ns
+    again = run_replay(config, SyntheticBars(7), tmp_path, progress=False, resume=True)
+    assert (tmp_path / "static" / "journal.sqlite").stat().st_mtime_ns == static_journal
+    assert summarize(again) == summarize(first)
