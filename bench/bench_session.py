@@ -37,7 +37,7 @@ from session_learning.assets.models import history_start
 from session_learning.definitions import build_definitions
 from session_learning.domain.analysis import LearningRules, RetrainPlan, analyze_session
 from session_learning.domain.demo import simulate_trades
-from session_learning.domain.gates import all_passed, evaluate_gates
+from session_learning.domain.gates import judge
 from session_learning.domain.learning import (
     build_training_set,
     effective_plan,
@@ -158,18 +158,18 @@ def plain_loop(settings: Settings, learning: LearningSettingsResource = PERMISSI
         )
         production = registry.load(key, live) if live is not None else None
         production_result = evaluate_production(production, frame, costs, key.bar)
-        gates = evaluate_gates(
-            candidate.result, production_result, key.timeframe, candidate.window, thresholds
+        judgement = judge(
+            candidate.result,
+            production_result,
+            key.timeframe,
+            candidate.window,
+            thresholds,
+            baseline_version=live,
+            partition=PARTITION,
+            judged_at=pd.Timestamp.now(tz="UTC").isoformat(),
         )
-        passed = all_passed(gates)
-        registry.update_card(
-            key,
-            version,
-            validation_metrics=candidate.result.metrics.as_dict(),
-            gates=[g.as_dict() for g in gates],
-            passed_gates=passed,
-        )
-        if passed:
+        registry.record_judgement(key, version, judgement.to_record())
+        if judgement.passed:
             registry.promote(key, version, reason="passed every gate", session=PARTITION)
 
 

@@ -190,6 +190,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Production models, their health, the latest decision per model, and recent alerts."""
+    from session_learning.domain.gates import Judgement
     from session_learning.resources.journal import TradeJournal
 
     settings = Settings.from_env()
@@ -206,12 +207,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         versions = registry.versions(key)
         if versions:
             card = registry.card(key, versions[-1])
-            failed = [g["name"] for g in card.get("gates", []) if not g["passed"]]
-            verdict = (
-                "passed every gate"
-                if card.get("passed_gates")
-                else "rejected: " + ", ".join(failed)
-            )
+            record = registry.judgement(key, versions[-1])
+            verdict = Judgement.from_record(record).summary if record else "not judged"
             print(
                 f"            latest candidate {versions[-1]} (session {card.get('session')}): {verdict}"
             )
@@ -226,12 +223,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Put an earlier version back into production."""
+    """Put a version that was live before back into production (--force --reason for any
+    other version; recorded in the history as forced)."""
+    from session_learning.resources.registry import RegistryError
+
     settings = Settings.from_env()
     key = ModelKey(args.symbol.upper(), args.timeframe.upper())
-    version = _registry(settings).rollback(key, args.to)
-    print(f"{key.slug}: production is now {version}")
+    try:
+        version = _registry(settings).rollback(key, args.to, force=args.force, reason=args.reason)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{key.slug}: production is now {version}" + (" (forced)" if args.force else ""))
     return 0
+
+
+def cmd_upgrade_registry(args: argparse.Namespace) -> int:
+    """Seal a model registry written by an earlier version (card checksums, judgements from
+    the gate results the cards kept); run once after upgrading."""
+    settings = Settings.from_env()
+    registry = _registry(settings)
+    done = registry.upgrade()
+    for line in done:
+        print(line)
+    print(f"{registry.root}: {'upgraded' if done else 'nothing to upgrade'}")
+    return 1 if any("NOT usable" in line for line in done) else 0
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
@@ -281,7 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("symbol")
     rollback.add_argument("timeframe")
     rollback.add_argument("--to", default=None, help="version (default: the one live before)")
+    rollback.add_argument(
+        "--force",
+        action="store_true",
+        help="allow a version that was never live (needs --reason; recorded as forced)",
+    )
+    rollback.add_argument("--reason", default=None, help="why; recorded in the history")
     rollback.set_defaults(func=cmd_rollback)
+    upgrade = sub.add_parser("upgrade-registry", help=cmd_upgrade_registry.__doc__)
+    upgrade.set_defaults(func=cmd_upgrade_registry)
     enable = sub.add_parser("enable", help=cmd_enable.__doc__)
     enable.add_argument("symbol")
     enable.add_argument("timeframe")

@@ -11,7 +11,7 @@ UTC), as production would:
 2. at the session's end the arm's learning cycle reads the session's trades back from its
    journal and runs the same domain functions as the Dagster assets: ``validate_trades``,
    ``analyze_session``, ``effective_plan``, ``build_training_set``, ``train_candidate``,
-   ``evaluate_production``, ``evaluate_gates``, and deploys through ``ModelRegistry.promote``
+   ``evaluate_production``, ``judge``, and deploys through ``ModelRegistry.promote``
    (one registry per arm).
 
 Arms (``ARMS``):
@@ -63,7 +63,7 @@ from session_learning.domain.analysis import (
 )
 from session_learning.domain.backtest import CostModel, run_backtest, signals_from_probabilities
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
-from session_learning.domain.gates import GateThresholds, all_passed, evaluate_gates
+from session_learning.domain.gates import GateThresholds, judge
 from session_learning.domain.learning import (
     DEFAULT_COSTS,
     LearningConfig,
@@ -596,10 +596,18 @@ class _ArmReplay:
             self.candidates.append({**record, "error": str(exc)})
             return
         production_result = evaluate_production(state.production, frame, state.costs, key.bar)
-        gates = evaluate_gates(
-            candidate.result, production_result, key.timeframe, candidate.window, self.config.gates
+        live = state.production[1]["version"] if state.production else None
+        judgement = judge(
+            candidate.result,
+            production_result,
+            key.timeframe,
+            candidate.window,
+            self.config.gates,
+            baseline_version=live,
+            partition=session,
+            judged_at=end.isoformat(),
         )
-        passed = all_passed(gates)
+        gates, passed = judgement.gates, judgement.passed
         m = candidate.result.metrics
         record.update(
             boosted_rows=len(info["boosted_rows"]),
@@ -616,20 +624,20 @@ class _ArmReplay:
         )
         deploy = passed or self.arm == "ungated" or (self.arm == "static" and initial)
         if deploy:
-            live = state.production[1]["version"] if state.production else None
             card = candidate.card(info, session, live)
-            card.update(
-                validation_metrics=m.as_dict(),
-                production_metrics=(
-                    production_result.metrics.as_dict() if production_result else None
-                ),
-                gates=[g.as_dict() for g in gates],
-                passed_gates=passed,
-                replay_arm=self.arm,
-            )
+            card.update(replay_arm=self.arm)
             version = self.registry.save_candidate(key, candidate.model, card, end)
-            reason = "passed every gate" if passed else f"{self.arm} arm: deployed without gates"
-            self.registry.promote(key, version, reason=reason, session=session, now=end)
+            self.registry.record_judgement(key, version, judgement.to_record())
+            # The ungated arm (and the static arm's first model) deploy whatever was trained:
+            # the registry records those deployments as forced.
+            self.registry.promote(
+                key,
+                version,
+                reason="passed every gate",
+                session=session,
+                now=end,
+                force_reason=None if passed else f"{self.arm} arm: deployed without gates",
+            )
             state.production = self.registry.production(key)
             record.update(deployed=True, version=version)
         self.candidates.append(record)

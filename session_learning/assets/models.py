@@ -20,7 +20,7 @@ from session_learning.domain.features import (
     feature_set,
     load_feature_function,
 )
-from session_learning.domain.gates import GATE_NAMES, all_passed, evaluate_gates
+from session_learning.domain.gates import GATE_NAMES, Judgement, judge
 from session_learning.domain.learning import (
     build_training_set,
     effective_plan,
@@ -196,30 +196,30 @@ def build_model_assets(
         version = store.save_candidate(
             key, candidate.model, card, context.partition_time_window.end
         )
-        # Re-running a partition whose candidate went live compares it with the model it
-        # replaced, not with itself.
-        baseline = store.card(key, version)["parent_version"] if live == version else live
+        # A version that went live keeps the judgement it went live under (a re-run of its
+        # partition shows that verdict against the model it replaced, not against itself).
+        stored = store.judgement(key, version)
+        kept = stored is not None and store.was_live(key, version)
+        baseline = stored["baseline_version"] if kept else live
         production = store.load(key, baseline) if baseline is not None else None
         production_result = evaluate_production(production, frame, costs, key.bar)
-        gates = evaluate_gates(
-            candidate_result,
-            production_result,
-            key.timeframe,
-            window,
-            learning_settings.gate_thresholds(),
-        )
-        passed = all_passed(gates)
-        store.update_card(
-            key,
-            version,
-            validation_metrics=candidate_result.metrics.as_dict(),
-            production_metrics=production_result.metrics.as_dict() if production_result else None,
-            gates=[g.as_dict() for g in gates],
-            passed_gates=passed,
-        )
-        failed = [g.name for g in gates if not g.passed]
-        decision = (
-            "passed every gate: will be deployed" if passed else "rejected: " + ", ".join(failed)
+        if kept:
+            judgement = Judgement.from_record(stored)
+        else:
+            judgement = judge(
+                candidate_result,
+                production_result,
+                key.timeframe,
+                window,
+                learning_settings.gate_thresholds(),
+                baseline_version=baseline,
+                partition=context.partition_key,
+                judged_at=pd.Timestamp.now(tz="UTC").isoformat(),
+            )
+            store.record_judgement(key, version, judgement.to_record())
+        gates, passed = judgement.gates, judgement.passed
+        decision = ("passed every gate: will be deployed" if passed else judgement.summary) + (
+            f" (judgement of {judgement.judged_at}, kept: this version went live)" if kept else ""
         )
         m = candidate_result.metrics
         yield dg.Output(
@@ -228,6 +228,7 @@ def build_model_assets(
                 "passed": passed,
                 "decision": decision,
                 "production_version": baseline,
+                "judged_at": judgement.judged_at,
                 "gates": [g.as_dict() for g in gates],
                 "metrics": m.as_dict(),
             },
@@ -304,26 +305,49 @@ def build_model_assets(
     def deployed_model(
         context: dg.AssetExecutionContext, candidate_model: dict, registry: ModelRegistryResource
     ) -> dg.Output[dict]:
-        """The production model after this session: the candidate, promoted atomically, when it
-        passed every gate (this asset runs only then). Earlier versions are kept for rollback."""
+        """The production model after this session: the candidate, promoted atomically, only
+        when its judgement record in the registry passed every gate against the production
+        model that is still live. Materialized on its own (a re-run, a backfill, the UI), a
+        rejected candidate changes nothing and the metadata says why; a candidate judged
+        against a production model that has since been replaced fails the run (re-judge it).
+        Earlier versions are kept for rollback."""
         store = registry.registry()
         previous = store.production_version(key)
         version = candidate_model["version"]
-        promoted = store.promote(
-            key,
-            version,
-            reason=candidate_model["decision"],
-            session=context.partition_key,
-            expected_live=candidate_model["production_version"],
-        )
-        summary = (
-            f"deployed {version} (was {previous or 'none'})"
-            if promoted
-            else f"{version} was already deployed for this session: no second deployment"
-        )
+        refusal = store.promotion_refusal(key, version)
+        if refusal is not None:
+            summary = f"not deployed: {refusal} Production stays {previous or 'none'}."
+            context.log.warning(summary)
+            promoted = False
+        else:
+            judgement = store.judgement(key, version)
+            promoted = store.promote(
+                key,
+                version,
+                reason=f"passed every gate against "
+                f"{judgement['baseline_version'] or 'no production model'} "
+                f"(judged {judgement['judged_at']})",
+                session=context.partition_key,
+            )
+            summary = (
+                f"deployed {version} (was {previous or 'none'})"
+                if promoted
+                else f"{version} was already deployed for this session: no second deployment"
+            )
         return dg.Output(
-            {"version": version, "previous": previous, "promoted": promoted, "summary": summary},
-            metadata={"version": version, "previous": previous or "none", "summary": summary},
+            {
+                "version": version,
+                "previous": previous,
+                "promoted": promoted,
+                "passed": refusal is None,
+                "summary": summary,
+            },
+            metadata={
+                "version": version,
+                "previous": previous or "none",
+                "deployed": promoted,
+                "summary": summary,
+            },
         )
 
     return [weighted_training_set, candidate_model, deployed_model]

@@ -167,3 +167,118 @@ def evaluate_gates(
 
 def all_passed(results: list[GateResult]) -> bool:
     return all(r.passed for r in results)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict on one candidate: every gate with its numbers, what it was judged against,
+    the decision and why. ``to_record`` is what the model registry stores (and seals) beside
+    the version; nothing can make the version production without a record that passed."""
+
+    gates: tuple[GateResult, ...]
+    baseline_version: str | None
+    partition: str | None
+    judged_at: str
+    metrics: dict = field(default_factory=dict)
+    production_metrics: dict | None = None
+    evidence: dict | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gates) and all(g.passed for g in self.gates)
+
+    @property
+    def decision(self) -> str:
+        return "passed" if self.passed else "rejected"
+
+    @property
+    def failed(self) -> list[str]:
+        return [g.name for g in self.gates if not g.passed]
+
+    @property
+    def reasons(self) -> list[str]:
+        if self.passed:
+            against = self.baseline_version or "no production model"
+            return [f"passed every gate against {against}"]
+        return [f"{g.name}: {g.message}" for g in self.gates if not g.passed]
+
+    @property
+    def summary(self) -> str:
+        """One line: "passed every gate" or "rejected: <failed gates>"."""
+        return "passed every gate" if self.passed else "rejected: " + ", ".join(self.failed)
+
+    def to_record(self) -> dict:
+        """The judgement as the registry stores it (``ModelRegistry.record_judgement``)."""
+        return {
+            "judged_at": self.judged_at,
+            "partition": self.partition,
+            "baseline_version": self.baseline_version,
+            "gates": [
+                {
+                    "name": g.name,
+                    "value": g.value,
+                    "threshold": g.threshold,
+                    "production_value": g.production_value,
+                    "passed": g.passed,
+                    "message": g.message,
+                    "details": g.details,
+                }
+                for g in self.gates
+            ],
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "evidence": self.evidence,
+            "metrics": self.metrics,
+            "production_metrics": self.production_metrics,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> Judgement:
+        """A stored judgement record back as a ``Judgement``."""
+        return cls(
+            gates=tuple(
+                GateResult(
+                    name=g["name"],
+                    passed=g["passed"],
+                    value=g.get("value"),
+                    threshold=g.get("threshold"),
+                    production_value=g.get("production_value"),
+                    message=g.get("message", ""),
+                    details=dict(g.get("details") or {}),
+                )
+                for g in record["gates"]
+            ),
+            baseline_version=record["baseline_version"],
+            partition=record["partition"],
+            judged_at=record["judged_at"],
+            metrics=dict(record.get("metrics") or {}),
+            production_metrics=record.get("production_metrics"),
+            evidence=record.get("evidence"),
+        )
+
+
+def judge(
+    candidate: BacktestResult,
+    production: BacktestResult | None,
+    timeframe: str,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    thresholds: GateThresholds,
+    *,
+    baseline_version: str | None,
+    partition: str | None,
+    judged_at: str,
+    evidence: dict | None = None,
+) -> Judgement:
+    """Judge a candidate on its validation ``window`` against every gate and the production
+    model ``baseline_version`` (whose result on the same window is ``production``)."""
+    if (production is None) != (baseline_version is None):
+        raise ValueError("the production result and its version go together (both or neither)")
+    return Judgement(
+        gates=tuple(evaluate_gates(candidate, production, timeframe, window, thresholds)),
+        baseline_version=baseline_version,
+        partition=partition,
+        judged_at=judged_at,
+        metrics=candidate.metrics.as_dict(),
+        production_metrics=production.metrics.as_dict() if production is not None else None,
+        evidence=evidence,
+    )

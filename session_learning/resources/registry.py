@@ -10,19 +10,39 @@ Layout, one folder per model named by ``ModelKey.slug``::
         versions/
             20240102T0800-0123456789/
                 model.cbm            CatBoost native format; never pickle, so loading runs no code
-                card.json            model card: caller fields + version, checksum, size, ...
+                card.json            model card: caller fields + version, checksums, size, ...
+                judgement.json       the verdict of the gates on this version (absent: never
+                                     judged); see ``record_judgement``
             .tmp-*                   a save in progress or killed; invisible to readers
 
 Guarantees:
 
 * A version folder appears in one ``os.rename`` after its files are fsynced, so a reader never
-  sees half a version. Its ``model.cbm`` never changes afterwards; ``card.json`` may gain fields
-  through ``update_card`` but its checksum fields are fixed.
+  sees half a version. Its ``model.cbm`` never changes afterwards, nor does its card: everything
+  in ``card.json`` except the ``annotations`` dict (trading rule, features, feature functions,
+  params, the model's sha256, ...) is sealed by ``card_sha256``. ``update_card`` only writes
+  ``annotations``, which nothing that scores or trades reads.
+* The version's checksum (``checksum``) covers the model, the sealed card and the judgement:
+  ``judgement.json`` names the ``model_sha256`` and ``card_sha256`` it judged and is sealed by
+  its own ``judgement_sha256``. A version whose card changed after it was judged (or whose
+  judgement was edited) refuses to load; the production pointer and every history entry record
+  the checksum the version had when it went live, and a live version that no longer matches it
+  refuses to load or signal.
 * Every JSON file is replaced by write-temp + fsync + ``os.replace`` + fsync of the folder.
 * Nothing is handed to CatBoost before the size and sha256 of ``model.cbm`` match the card.
 * Writers of a model (save, promote, rollback, card and health updates) hold an exclusive
   ``flock`` on its ``.lock``, so concurrent processes never lose an update. ``flock`` needs a
   local POSIX filesystem; network filesystems may not honour it.
+
+Promotion invariant: a version becomes production only through ``promote`` with a judgement
+record that passed every declared gate (``domain.gates.GATE_NAMES``) against the version that
+is live at the moment of promotion (compare-and-swap on the judgement's ``baseline_version``).
+``rollback`` returns only to a version that history shows live before, unchanged since; anything
+else needs ``force=True`` with a reason, and history records it as forced.
+
+Files written by the previous format (cards without ``card_sha256``, a pointer without
+``checksum``) are refused with ``LegacyRegistryError``; ``ModelRegistry.upgrade`` (the
+``session-learning upgrade-registry`` command) seals them once.
 
 Deployment invariant: ``production.json`` is authoritative for what is live; ``history.json``
 is written *before* it. When both are consistent, only the last history entry is open
@@ -54,12 +74,14 @@ import numpy as np
 from catboost import CatBoost, CatBoostClassifier, CatBoostError
 from pydantic import Field
 
+from session_learning.domain.gates import GATE_NAMES
 from session_learning.domain.models import ModelKey, UnknownModelError
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.cbm"
 CARD_FILE = "card.json"
+JUDGEMENT_FILE = "judgement.json"
 PRODUCTION_FILE = "production.json"
 HISTORY_FILE = "history.json"
 HEALTH_FILE = "health.json"
@@ -79,7 +101,12 @@ RESERVED_CARD_FIELDS = (
     "created_at",
     "symbol",
     "timeframe",
+    "card_sha256",
+    "annotations",
 )
+# Judgement fields the registry sets from the stored version.
+_SEALED_JUDGEMENT_FIELDS = ("model_sha256", "card_sha256", "judgement_sha256", "schema")
+JUDGEMENT_DECISIONS = ("passed", "rejected")
 # CatBoost writes a random GUID and the training wall-clock time into every model; they are
 # dropped from the stored copy so that identical training yields identical bytes (and version).
 _VOLATILE_METADATA = ("model_guid", "train_finish_time")
@@ -87,6 +114,8 @@ _VOLATILE_METADATA = ("model_guid", "train_finish_time")
 _VERSION_RE = re.compile(r"^\d{8}T\d{4}-[0-9a-f]{10}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HISTORY_SCHEMA = 1
+_JUDGEMENT_SCHEMA = 1
+UPGRADE_COMMAND = "session-learning upgrade-registry"
 
 
 class RegistryError(Exception):
@@ -103,6 +132,18 @@ class ProductionChangedError(RegistryError):
 
 class CorruptModelError(RegistryError):
     """A stored file is missing, unreadable or fails its checksum; it must not be used."""
+
+
+class NotJudgedError(RegistryError):
+    """The version has no judgement that passed every gate, so it cannot become production."""
+
+
+class NeverLiveError(RegistryError):
+    """A rollback target that history does not show live before (needs force and a reason)."""
+
+
+class LegacyRegistryError(RegistryError):
+    """A file written by the previous registry format, without the checksums this one needs."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +185,34 @@ def _json_default(obj: Any) -> Any:
 
 def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n").encode()
+
+
+def _digest(document: Mapping[str, Any], *, leave_out: tuple[str, ...]) -> str:
+    """sha256 of ``document`` as canonical JSON (sorted keys), without the ``leave_out`` keys.
+
+    The document is first round-tripped through the stored JSON form, so the digest of what
+    is written equals the digest of what is read back.
+    """
+    stored = json.loads(_dumps({k: v for k, v in document.items() if k not in leave_out}))
+    canonical = json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def card_digest(card: Mapping[str, Any]) -> str:
+    """The ``card_sha256`` of a card: every field except the digest and ``annotations``."""
+    return _digest(card, leave_out=("card_sha256", "annotations"))
+
+
+def judgement_digest(judgement: Mapping[str, Any]) -> str:
+    """The ``judgement_sha256`` of a judgement record: every field except the digest."""
+    return _digest(judgement, leave_out=("judgement_sha256",))
+
+
+def version_checksum(card: Mapping[str, Any], judgement: Mapping[str, Any] | None) -> str:
+    """The checksum of a version: its model (through the card's ``model_sha256``), its sealed
+    card and its judgement (or the absence of one)."""
+    judged = judgement["judgement_sha256"] if judgement is not None else "not judged"
+    return hashlib.sha256(f"{card['card_sha256']}:{judged}".encode()).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -350,11 +419,12 @@ class ModelRegistry:
 
         ``card`` is any JSON-able description (data window, features, params, plan, metrics,
         parent version); the registry adds ``version``, ``model_sha256``, ``model_bytes``,
-        ``created_at``, ``symbol`` and ``timeframe``. The version id is
+        ``created_at``, ``symbol``, ``timeframe`` and ``card_sha256`` (which seals every field:
+        the card cannot change afterwards, see ``update_card``). The version id is
         ``<session_end:%Y%m%dT%H%M>-<first 10 hex of the model's sha256>``, so saving the same
         model for the same session again changes nothing and returns the same id (the card
-        of the first save is kept; use ``update_card`` to add fields). ``session_end`` must
-        be timezone-aware. Nothing is promoted.
+        of the first save is kept). ``session_end`` must be timezone-aware. Nothing is
+        promoted: a version needs a passing judgement (``record_judgement``) for that.
         """
         if not isinstance(card, Mapping):
             raise TypeError(f"card must be a mapping, got {type(card).__name__}")
@@ -391,6 +461,7 @@ class ModelRegistry:
                     "model_bytes": len(data),
                     "created_at": _iso(None),
                 }
+                full_card["card_sha256"] = card_digest(full_card)
                 (tmp / CARD_FILE).write_bytes(_dumps(full_card))
                 _fsync_file(model_path)
                 _fsync_file(tmp / CARD_FILE)
@@ -407,7 +478,7 @@ class ModelRegistry:
     def _existing_is_intact(self, key: ModelKey, version: str, sha: str) -> bool:
         """True if ``version`` is already stored intact; a broken copy is moved aside."""
         try:
-            card, _ = self._verify(key, version)
+            card, _, _ = self._verify(key, version)
         except CorruptModelError as exc:
             final = self._version_dir(key, version)
             aside = final.with_name(f"{CORRUPT_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
@@ -435,10 +506,15 @@ class ModelRegistry:
                 logger.warning("removed leftover of an interrupted write: %s", entry.path)
 
     def update_card(self, key: ModelKey, version: str, /, **fields: Any) -> dict[str, Any]:
-        """Add or change card fields (e.g. validation metrics) and return the new card.
+        """Add or change non-behavioural annotations of a version and return the new card.
 
-        The fields the registry sets (version, checksum, size, creation time, symbol,
-        timeframe) cannot be changed. The model is verified first, so a corrupt version is
+        Annotations (notes, links, review comments) are stored under the card's
+        ``annotations`` dict, which is the only part of a card outside ``card_sha256`` and is
+        never read by anything that scores or trades. Every field saved with the version (the
+        trading rule, features, feature functions, params, plan, windows) and every field the
+        registry sets is sealed: naming one raises ``RegistryError``, so a live model's
+        behaviour cannot be changed after it was judged. To change behaviour, train (or save)
+        a new version and have it judged. The model is verified first, so a corrupt version is
         never annotated; the card is rewritten atomically.
         """
         fixed = sorted(set(fields) & set(RESERVED_CARD_FIELDS))
@@ -446,8 +522,15 @@ class ModelRegistry:
             raise RegistryError(f"card fields {fixed} are fixed when a version is saved")
         _dumps(fields)
         with self._locked(key):
-            card, _ = self._verify(key, version)
-            card.update(fields)
+            card, _, _ = self._verify(key, version)
+            sealed = sorted(set(fields) & (set(card) - {"annotations"}))
+            if sealed:
+                raise RegistryError(
+                    f"{key} version {version}: card fields {sealed} were sealed when the version "
+                    "was saved (they decide how the model trades); save a new version with the "
+                    "change and have it judged. Only annotations can be added to a stored card."
+                )
+            card["annotations"] = {**card.get("annotations", {}), **fields}
             _write_atomic(self._version_dir(key, version) / CARD_FILE, _dumps(card))
         return card
 
@@ -474,9 +557,10 @@ class ModelRegistry:
         """Load a version after checking its card and the size and sha256 of its model file.
 
         Raises ``UnknownVersionError`` if the version does not exist and ``CorruptModelError``
-        if any of its files is missing, unreadable or does not match the card.
+        if any of its files is missing, unreadable or does not match its checksum (including
+        a card changed after the version was saved or judged).
         """
-        card, data = self._verify(key, version)
+        card, data, _ = self._verify(key, version)
         model = CatBoostClassifier()
         try:
             # Load the very bytes that were checksummed, so the file cannot change in between.
@@ -522,14 +606,60 @@ class ModelRegistry:
             or card["model_bytes"] < 0
         ):
             problem = "has no valid model_bytes"
+        elif not isinstance(card.get("annotations", {}), dict):
+            problem = "has annotations that are not a JSON object"
+        elif "card_sha256" not in card:
+            raise LegacyRegistryError(
+                f"{path} was written by an earlier registry format (its card has no "
+                "card_sha256), so nothing proves it is the card that was judged; run "
+                f"`{UPGRADE_COMMAND}` once to seal the stored cards as they are, then retry"
+            )
+        elif card["card_sha256"] != card_digest(card):
+            problem = (
+                f"changed after the version was saved (card_sha256 {card['card_sha256']}, "
+                f"content {card_digest(card)}): its trading rule, features or other sealed "
+                "fields are not the ones that were trained and judged"
+            )
         if problem:
             raise CorruptModelError(f"{path} {problem}. " + _remedy(key, version))
         return card
 
-    def _verify(self, key: ModelKey, version: str) -> tuple[dict[str, Any], bytes]:
+    def _read_judgement(
+        self, key: ModelKey, version: str, version_dir: Path, card: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        path = version_dir / JUDGEMENT_FILE
+        try:
+            judgement = _read_json(path)
+        except FileNotFoundError:
+            return None
+        except CorruptModelError as exc:
+            raise CorruptModelError(f"{exc}. " + _remedy(key, version)) from exc
+        problem = None
+        if not isinstance(judgement, dict) or "judgement_sha256" not in judgement:
+            problem = "is not a sealed judgement record"
+        elif judgement["judgement_sha256"] != judgement_digest(judgement):
+            problem = "was edited after it was recorded (judgement_sha256 does not match)"
+        elif judgement.get("version") != version:
+            problem = f"names version {judgement.get('version')!r}"
+        elif judgement.get("model_sha256") != card["model_sha256"]:
+            problem = "judged another model file (model_sha256 differs from the card's)"
+        elif judgement.get("card_sha256") != card["card_sha256"]:
+            problem = (
+                "judged another card: the card changed after the version was judged, so "
+                "the judgement says nothing about the model as it now stands"
+            )
+        if problem:
+            raise CorruptModelError(f"{path} {problem}. " + _remedy(key, version))
+        return judgement
+
+    def _verify(
+        self, key: ModelKey, version: str
+    ) -> tuple[dict[str, Any], bytes, dict[str, Any] | None]:
+        """(card, model bytes, judgement or None), every checksum verified."""
         version_dir = self._version_dir(key, version)
         self._require_version(key, version, version_dir)
         card = self._read_card(key, version, version_dir)
+        judgement = self._read_judgement(key, version, version_dir, card)
         path = version_dir / MODEL_FILE
         try:
             data = path.read_bytes()
@@ -546,7 +676,7 @@ class ModelRegistry:
                 f"{path} fails its checksum (sha256 {sha}, card says {card['model_sha256']}). "
                 + _remedy(key, version)
             )
-        return card, data
+        return card, data, judgement
 
     # ---- production pointer and history ----------------------------------------------------
 
@@ -623,11 +753,164 @@ class ModelRegistry:
         pointer = {
             "version": entry["version"],
             "model_sha256": card["model_sha256"],
+            "checksum": entry["checksum"],
             "since": entry["live_from"],
             "reason": entry["reason"],
             "session": entry["session"],
         }
         _write_atomic(self._model_dir(key) / PRODUCTION_FILE, _dumps(pointer))
+
+    # ---- judgements ------------------------------------------------------------------------
+
+    def record_judgement(
+        self, key: ModelKey, version: str, judgement: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Store the verdict of the gates on ``version`` and return the sealed record.
+
+        ``judgement`` carries ``judged_at`` (ISO time), ``partition`` (the session judged, or
+        None), ``baseline_version`` (the production version the candidate was compared with,
+        None if nothing was live), ``gates`` (a non-empty list of ``{name, value, threshold,
+        production_value, passed, ...}``), ``decision`` ("passed" or "rejected"), ``reasons``
+        (list of text) and optionally ``evidence`` (a JSON object, e.g. forward evidence) and
+        other JSON fields (metrics). The registry adds ``version``, ``model_sha256`` and
+        ``card_sha256`` (what was judged) and ``judgement_sha256`` (which seals the record).
+
+        A version may be judged again (against a newer production) until it has been live;
+        the judgement it went live under is part of the deployment record and is kept:
+        re-judging it raises ``RegistryError``.
+        """
+        record = self._judgement_record(key, version, judgement)
+        with self._locked(key):
+            card, _, existing = self._verify(key, version)
+            if existing is not None and any(
+                e["version"] == version for e in self._read_history(key)
+            ):
+                raise RegistryError(
+                    f"{key} version {version} went live under its judgement of "
+                    f"{existing['judged_at']}; that record is part of the deployment history "
+                    "and is kept. Train a new version to judge the model again."
+                )
+            record.update(model_sha256=card["model_sha256"], card_sha256=card["card_sha256"])
+            record["judgement_sha256"] = judgement_digest(record)
+            _write_atomic(self._version_dir(key, version) / JUDGEMENT_FILE, _dumps(record))
+        logger.info("judged %s version %s: %s", key, version, record["decision"])
+        return record
+
+    @staticmethod
+    def _judgement_record(
+        key: ModelKey, version: str, judgement: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Validate a caller's judgement; the registry's own fields are not accepted."""
+        if not isinstance(judgement, Mapping):
+            raise TypeError(f"judgement must be a mapping, got {type(judgement).__name__}")
+        where = f"judgement of {key} version {_check_version(version)}"
+        clash = sorted(set(judgement) & set(_SEALED_JUDGEMENT_FIELDS))
+        if clash:
+            raise RegistryError(f"{where}: fields {clash} are set by the registry; leave them out")
+        if judgement.get("version", version) != version:
+            raise RegistryError(f"{where} names version {judgement['version']!r}")
+        missing = sorted(
+            {"judged_at", "partition", "baseline_version", "gates", "decision", "reasons"}
+            - set(judgement)
+        )
+        if missing:
+            raise RegistryError(f"{where} lacks {missing}")
+        record = {"schema": _JUDGEMENT_SCHEMA, "evidence": None, **judgement, "version": version}
+        try:
+            datetime.fromisoformat(str(record["judged_at"]))
+        except ValueError:
+            raise RegistryError(
+                f"{where}: judged_at {record['judged_at']!r} is not an ISO time"
+            ) from None
+        if record["baseline_version"] is not None:
+            _check_version(record["baseline_version"])
+        gates = record["gates"]
+        if (
+            not isinstance(gates, list)
+            or not gates
+            or not all(
+                isinstance(g, Mapping)
+                and isinstance(g.get("name"), str)
+                and isinstance(g.get("passed"), bool)
+                for g in gates
+            )
+        ):
+            raise RegistryError(
+                f"{where}: gates must be a non-empty list of {{name, passed, value, threshold, "
+                "production_value}}"
+            )
+        if record["decision"] not in JUDGEMENT_DECISIONS:
+            raise RegistryError(
+                f"{where}: decision must be one of {JUDGEMENT_DECISIONS}, "
+                f"got {record['decision']!r}"
+            )
+        failed = [g["name"] for g in gates if not g["passed"]]
+        if record["decision"] == "passed" and failed:
+            raise RegistryError(f"{where} says passed but gates {failed} failed")
+        if not isinstance(record["reasons"], list) or not all(
+            isinstance(r, str) for r in record["reasons"]
+        ):
+            raise RegistryError(f"{where}: reasons must be a list of text")
+        if record["evidence"] is not None and not isinstance(record["evidence"], Mapping):
+            raise RegistryError(f"{where}: evidence must be a JSON object or None")
+        _dumps(record)  # not JSON-able: fails here, before any disk write
+        return record
+
+    def judgement(self, key: ModelKey, version: str) -> dict[str, Any] | None:
+        """The sealed judgement of a version (verified with its card), or None if never judged."""
+        version_dir = self._version_dir(key, version)
+        self._require_version(key, version, version_dir)
+        card = self._read_card(key, version, version_dir)
+        return self._read_judgement(key, version, version_dir, card)
+
+    def checksum(self, key: ModelKey, version: str) -> str:
+        """The version's checksum over model, card and judgement (every file verified)."""
+        card, _, judgement = self._verify(key, version)
+        return version_checksum(card, judgement)
+
+    def promotion_refusal(self, key: ModelKey, version: str) -> str | None:
+        """Why ``version`` cannot become production by its judgement, or None when it passed
+        every declared gate. (``promote`` also needs its baseline to be live still.)"""
+        card, _, judgement = self._verify(key, version)
+        return self._refusal(key, version, card, judgement)
+
+    def was_live(self, key: ModelKey, version: str) -> bool:
+        """Whether the deployment history shows ``version`` live at some time (now included)."""
+        return any(e["version"] == version for e in self.history(key))
+
+    @staticmethod
+    def _refusal(
+        key: ModelKey, version: str, card: Mapping[str, Any], judgement: Mapping | None
+    ) -> str | None:
+        """Why ``judgement`` does not let ``version`` go live, or None when it passed."""
+        if judgement is None:
+            return (
+                f"{key} version {version} has no judgement record: it was never judged against "
+                f"the gates. Materialize {key.slug}/candidate_model for its session "
+                f"({card.get('session') or 'unknown'}) to judge it, or roll back to a version "
+                "that was live before."
+            )
+        names = [g["name"] for g in judgement["gates"]]
+        failed = [g["name"] for g in judgement["gates"] if not g["passed"]]
+        missing = [name for name in GATE_NAMES if name not in names]
+        if judgement["decision"] == "passed" and not failed and not missing:
+            return None
+        problems = []
+        if failed:
+            problems.append(f"failed {', '.join(failed)}")
+        if missing:
+            problems.append(f"was never judged on {', '.join(missing)}")
+        if not problems:
+            problems.append(f"was {judgement['decision']}: {'; '.join(judgement['reasons'])}")
+        return (
+            f"{key} version {version} did not pass its gates (judged {judgement['judged_at']} "
+            f"for session {judgement['partition']} against "
+            f"{judgement['baseline_version'] or 'no production model'}): {'; '.join(problems)}. "
+            "It cannot become production; train a better candidate, or roll back to a version "
+            "that was live before."
+        )
+
+    # ---- promotion and rollback ------------------------------------------------------------
 
     def promote(
         self,
@@ -637,22 +920,33 @@ class ModelRegistry:
         reason: str,
         session: str,
         now: datetime | None = None,
-        expected_live: str | None | object = ...,
+        force_reason: str | None = None,
     ) -> bool:
         """Make ``version`` the live model of ``key``; return whether a deployment happened.
 
-        The version must load (checksum verified) or ``CorruptModelError`` is raised and no
-        file changes. Returns False without a new history entry when the version is already
-        live, or when this same ``session`` already deployed it (a re-run or backfill of a
-        partition must not put an old model back after production has moved on).
+        The version must load (every checksum verified) or ``CorruptModelError`` is raised,
+        and its judgement record must say it passed every declared gate, or
+        ``NotJudgedError`` names the missing or failed gates. The judgement's
+        ``baseline_version`` must still be live (compare-and-swap): when production changed
+        since the candidate was judged, ``ProductionChangedError`` is raised, because the
+        candidate never beat the model it would replace. Nothing changes on any error.
 
-        ``expected_live`` is the version the candidate was judged against (None: no production
-        model). When production changed since then, ``ProductionChangedError`` is raised and
-        nothing changes: the candidate never beat the model it would replace.
+        Returns False without a new history entry when the version is already live, or when
+        this same ``session`` already deployed it (a re-run or backfill of a partition must not
+        put an old model back after production has moved on).
+
+        ``force_reason`` skips the judgement (for replays of an ungated policy); history
+        records the deployment as forced, with the reason.
         """
         now_iso = _iso(now)
-        _, card = self.load(key, version)
+        if force_reason is not None and not str(force_reason).strip():
+            raise RegistryError("a forced promotion needs a reason; it is recorded in history")
+        self.load(key, version)  # CatBoost must be able to read it, before anything is locked
         with self._locked(key):
+            card, _, judgement = self._verify(key, version)
+            refusal = self._refusal(key, version, card, judgement)
+            if refusal is not None and force_reason is None:
+                raise NotJudgedError(refusal + " Nothing was changed.")
             live, pointer_ok, entries = self._writer_view(key, now_iso)
             already = live == version or any(
                 e["version"] == version and e.get("session") == session for e in entries
@@ -660,22 +954,27 @@ class ModelRegistry:
             if already:
                 self._write_repairs(key, entries, pointer_ok, live)
                 return False
-            if expected_live is not ... and live != expected_live:
+            if force_reason is None and judgement["baseline_version"] != live:
                 raise ProductionChangedError(
-                    f"{key}: {version} was judged against production {expected_live or 'none'}, "
-                    f"but {live or 'none'} is live now; re-run the session to judge it against "
-                    "the model it would replace. Nothing was changed."
+                    f"{key}: {version} was judged against production "
+                    f"{judgement['baseline_version'] or 'none'} (at {judgement['judged_at']}), "
+                    f"but {live or 'none'} is live now; re-run {key.slug}/candidate_model for "
+                    f"session {judgement['partition']} to judge it against the model it would "
+                    "replace. Nothing was changed."
                 )
             entry = {
                 "version": version,
                 "live_from": now_iso,
                 "live_to": None,
-                "reason": reason,
+                "reason": reason if force_reason is None else f"forced: {force_reason}",
                 "session": session,
                 "kind": "promote",
+                "checksum": version_checksum(card, judgement),
+                "judged_at": judgement["judged_at"] if judgement else None,
+                "forced": force_reason is not None,
             }
             self._commit(key, entries, entry, card)
-        logger.info("promoted %s version %s (was %s): %s", key, version, live, reason)
+        logger.info("promoted %s version %s (was %s): %s", key, version, live, entry["reason"])
         return True
 
     def _write_repairs(
@@ -685,20 +984,35 @@ class ModelRegistry:
         if entries != self._read_history(key):
             self._write_history(key, entries)
         if not pointer_ok and live is not None and entries:
-            _, card = self.load(key, live)
-            self._write_pointer(key, entries[-1], card)
+            card, _, judgement = self._verify(key, live)
+            entry = {"checksum": version_checksum(card, judgement), **entries[-1]}
+            self._write_pointer(key, entry, card)
 
     def rollback(
-        self, key: ModelKey, to_version: str | None = None, *, now: datetime | None = None
+        self,
+        key: ModelKey,
+        to_version: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        now: datetime | None = None,
     ) -> str:
-        """Put an earlier version back in production and return it.
+        """Put a version that was live before back in production and return it.
 
         Default target: the most recent version live before the current one, skipping any
-        version that a rollback already moved away from. The target must load (checksum
-        verified). Raises ``RegistryError`` when nothing is live, there is no earlier
-        version, or ``to_version`` is unknown. Rolling back to the live version changes nothing.
+        version that a rollback already moved away from. An explicit ``to_version`` must be
+        one the history shows live before, with the checksum it had then; anything else
+        raises ``NeverLiveError`` unless ``force=True`` with a ``reason``, and history records
+        that rollback as forced, with the reason. The target must load (checksum verified).
+        Raises ``RegistryError`` when nothing is live, there is no earlier version, or
+        ``to_version`` is unknown. Rolling back to the live version changes nothing.
         """
         now_iso = _iso(now)
+        note = str(reason).strip() if reason is not None else ""
+        if force and not note:
+            raise RegistryError(
+                "a forced rollback needs a reason (--reason); it is recorded in history"
+            )
         with self._locked(key):
             live, pointer_ok, entries = self._writer_view(key, now_iso)
             if live is None:
@@ -716,13 +1030,39 @@ class ModelRegistry:
                 self._write_repairs(key, entries, pointer_ok, live)
                 return live
             _, card = self.load(key, target)
+            card, _, judgement = self._verify(key, target)
+            checksum = version_checksum(card, judgement)
+            deployments = [e for e in entries if e["version"] == target]
+            recorded = deployments[-1].get("checksum") if deployments else None
+            problem = None
+            if not deployments:
+                live_before = sorted({e["version"] for e in entries} - {live})
+                problem = (
+                    f"{key}: {target} was never live (the deployment history has no entry for "
+                    "it), so nothing shows it is fit to trade. Roll back to a version that was "
+                    f"live before ({', '.join(live_before[-5:]) or 'none'})"
+                )
+            elif recorded is not None and recorded != checksum:
+                problem = (
+                    f"{key}: {target} changed since it was live (checksum {checksum}, "
+                    f"{recorded} when it went live). Roll back to another version"
+                )
+            if problem is not None and not force:
+                raise NeverLiveError(
+                    f'{problem}, or force it with --force --reason "..." (recorded in the '
+                    "history as a forced rollback). Nothing was changed."
+                )
+            forced = problem is not None
             entry = {
                 "version": target,
                 "live_from": now_iso,
                 "live_to": None,
-                "reason": f"rollback from {live}",
+                "reason": f"rollback from {live}"
+                + (f" (forced: {note})" if forced else f": {note}" if note else ""),
                 "session": None,
                 "kind": "rollback",
+                "checksum": checksum,
+                "forced": forced,
             }
             self._commit(key, entries, entry, card)
         logger.warning("rolled %s back from %s to %s", key, live, target)
@@ -734,23 +1074,31 @@ class ModelRegistry:
         return pointer["version"] if pointer else None
 
     def production(self, key: ModelKey) -> tuple[CatBoostClassifier, dict[str, Any]] | None:
-        """The live model and its card (fully verified), or None if nothing was promoted."""
+        """The live model and its card (fully verified, and unchanged since it went live), or
+        None if nothing was promoted."""
         pointer = self._read_pointer(key)
         if pointer is None:
             return None
         version = pointer["version"]
+        if "checksum" not in pointer:
+            raise LegacyRegistryError(
+                f"{self._model_dir(key) / PRODUCTION_FILE} was written by an earlier registry "
+                "format (no checksum of the live version); run "
+                f"`{UPGRADE_COMMAND}` once, then retry"
+            )
         try:
             model, card = self.load(key, version)
+            checksum = self.checksum(key, version)
         except UnknownVersionError as exc:
             raise CorruptModelError(
                 f"production of {key} points to {version}, which is not stored. "
                 + _remedy(key, version)
             ) from exc
-        if pointer.get("model_sha256", card["model_sha256"]) != card["model_sha256"]:
+        if pointer["checksum"] != checksum:
             raise CorruptModelError(
-                f"{self._version_dir(key, version)} was replaced after it was promoted "
-                f"(sha256 {card['model_sha256']}, promoted {pointer['model_sha256']}). "
-                + _remedy(key, version)
+                f"{self._version_dir(key, version)} changed after it was promoted (checksum "
+                f"{checksum}, promoted {pointer['checksum']}): its model, card or judgement is "
+                "not what went live. " + _remedy(key, version)
             )
         return model, card
 
@@ -788,6 +1136,129 @@ class ModelRegistry:
             if key.slug == entry.name and self.versions(key):
                 found.append(key)
         return sorted(found)
+
+    # ---- upgrade of the previous format ----------------------------------------------------
+
+    def upgrade(self, now: datetime | None = None) -> list[str]:
+        """Seal a registry written by the previous format; return what was done, one line each.
+
+        The previous format checksummed only ``model.cbm`` and kept the gate results in the
+        card. For every model: each card without ``card_sha256`` is sealed as it stands now
+        (whoever runs this vouches that the stored cards were not edited by hand); a card that
+        recorded gate results (``gates``, ``passed_gates``) gets a judgement record made from
+        them, against its ``parent_version`` (the production version when it was judged);
+        the pointer and the history entries get the checksum of their version. A version whose
+        model file fails its checksum is reported and left unusable. Running it twice changes
+        nothing the second time.
+        """
+        done: list[str] = []
+        if not self.root.is_dir():
+            return done
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            try:
+                key = ModelKey.parse(entry.name)
+            except UnknownModelError:
+                continue
+            if key.slug != entry.name or not entry.is_dir(follow_symlinks=False):
+                continue
+            with self._locked(key):
+                done.extend(self._upgrade_model(key, _iso(now)))
+        return done
+
+    def _upgrade_model(self, key: ModelKey, now_iso: str) -> list[str]:
+        done = []
+        checksums: dict[str, str] = {}
+        for version in self.versions(key):
+            version_dir = self._version_dir(key, version)
+            path = version_dir / CARD_FILE
+            try:
+                card = _read_json(path)
+            except (FileNotFoundError, CorruptModelError) as exc:
+                done.append(f"{key.slug} {version}: card unreadable, left as is ({exc})")
+                continue
+            if isinstance(card, dict) and "card_sha256" not in card:
+                card["card_sha256"] = card_digest(card)
+                _write_atomic(path, _dumps(card))
+                done.append(f"{key.slug} {version}: card sealed")
+                legacy = self._legacy_judgement(card, version, now_iso)
+                if legacy is not None and not (version_dir / JUDGEMENT_FILE).exists():
+                    legacy.update(
+                        model_sha256=card.get("model_sha256"), card_sha256=card_digest(card)
+                    )
+                    legacy["judgement_sha256"] = judgement_digest(legacy)
+                    _write_atomic(version_dir / JUDGEMENT_FILE, _dumps(legacy))
+                    done.append(
+                        f"{key.slug} {version}: judgement recorded from its card "
+                        f"({legacy['decision']})"
+                    )
+            try:
+                card, _, judgement = self._verify(key, version)
+            except CorruptModelError as exc:
+                done.append(f"{key.slug} {version}: NOT usable: {exc}")
+                continue
+            checksums[version] = version_checksum(card, judgement)
+        try:
+            pointer = self._read_pointer(key)
+        except CorruptModelError as exc:
+            done.append(f"{key.slug}: production pointer unreadable, left as is ({exc})")
+            return done
+        entries = self._read_history(key)
+        changed = False
+        for item in entries:
+            if "checksum" not in item and item["version"] in checksums:
+                item["checksum"] = checksums[item["version"]]
+                changed = True
+        if changed:
+            self._write_history(key, entries)
+            done.append(f"{key.slug}: history entries given their version's checksum")
+        if pointer is not None and "checksum" not in pointer:
+            if pointer["version"] in checksums:
+                pointer["checksum"] = checksums[pointer["version"]]
+                _write_atomic(self._model_dir(key) / PRODUCTION_FILE, _dumps(pointer))
+                done.append(f"{key.slug}: production pointer to {pointer['version']} sealed")
+            else:
+                done.append(
+                    f"{key.slug}: production {pointer['version']} is not usable; roll back "
+                    "to another version"
+                )
+        return done
+
+    @staticmethod
+    def _legacy_judgement(card: dict[str, Any], version: str, now_iso: str) -> dict | None:
+        """A judgement record from the gate results the previous format kept in the card."""
+        gates = card.get("gates")
+        if not isinstance(gates, list) or not gates or "passed_gates" not in card:
+            return None
+        if not all(isinstance(g, dict) and isinstance(g.get("name"), str) for g in gates):
+            return None
+        kept = [
+            {
+                "name": g["name"],
+                "value": g.get("value"),
+                "threshold": g.get("threshold"),
+                "production_value": g.get("production_value"),
+                "passed": g.get("passed") is True,
+                "message": g.get("message", ""),
+            }
+            for g in gates
+        ]
+        passed = card["passed_gates"] is True and all(g["passed"] for g in kept)
+        parent = card.get("parent_version")
+        return {
+            "schema": _JUDGEMENT_SCHEMA,
+            "version": version,
+            "judged_at": card.get("created_at") or now_iso,
+            "partition": card.get("session"),
+            "baseline_version": parent if isinstance(parent, str) else None,
+            "gates": kept,
+            "decision": "passed" if passed else "rejected",
+            "reasons": [
+                "recorded by the registry upgrade from the gate results the card kept",
+                *[f"failed {g['name']}" for g in kept if not g["passed"]],
+            ],
+            "evidence": None,
+            "upgraded_at": now_iso,
+        }
 
     # ---- health flag -------------------------------------------------------------------------
 

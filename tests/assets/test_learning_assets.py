@@ -3,15 +3,21 @@ byte-identical, passing ones are promoted once, corrupt models fail loudly."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from session_learning.cli import main
+from session_learning.resources.registry import RegistryError
 from tests.assets.conftest import EURUSD, PERMISSIVE, S1, S2, S3, losers_in
 from tests.builders import frame
+from tests.judgements import redeploy_with_rule
 
 
 def production_files(registry_root: Path) -> dict[str, bytes]:
@@ -59,7 +65,11 @@ def test_first_passing_candidate_is_deployed(deployed):
     for plot in ("equity_curves", "calibration"):
         assert "](data:image/png;base64,iVBOR" in materialized.metadata[plot].value
     card = p.registry.card(EURUSD, candidate["version"])
-    assert card["passed_gates"] and card["plan"]["trade_boosts"]
+    assert card["plan"]["trade_boosts"]
+    verdict = p.registry.judgement(EURUSD, candidate["version"])
+    assert verdict["decision"] == "passed" and verdict["partition"] == S1
+    assert verdict["baseline_version"] is None and verdict["card_sha256"] == card["card_sha256"]
+    assert sorted(g["name"] for g in verdict["gates"]) == sorted(checks)
     assert card["validation_window"][1] <= "2025-03-04T08:00"
 
 
@@ -120,12 +130,7 @@ def test_corrupt_production_model_fails_clearly_and_changes_nothing(deployed):
 def test_rollback_command_restores_the_earlier_version(deployed, monkeypatch, capsys):
     p, _ = deployed
     first = p.registry.production_version(EURUSD)
-    # A second deployment, forced through the registry as an operator would after a review.
-    p.configure(**PERMISSIVE)
-    p.journal.add_trades(frame(losers_in(16)))
-    p.run(S3)
-    second = [v for v in p.registry.versions(EURUSD) if v != first][0]
-    p.registry.promote(EURUSD, second, reason="manual", session=S3)
+    second = redeploy_with_rule(p.registry, EURUSD, min_confidence=0.5)  # a second deployment
     assert p.registry.production_version(EURUSD) == second
     monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
     assert main(["rollback", "EURUSD", "30T"]) == 0
@@ -168,3 +173,191 @@ def test_a_user_feature_that_looks_ahead_is_refused(pipeline):
     assert failure.step_key == "EURUSD_30T__weighted_training_set"
     assert "looks ahead" in failure.event_specific_data.error.to_string()
     assert p.registry.production_version(EURUSD) is None
+
+
+# ---- the deployment guarantee across runs ----------------------------------------------------
+
+DEPLOYED = "EURUSD_30T/deployed_model"
+
+
+@pytest.fixture
+def rejected(deployed):
+    """S1's candidate is live; S2's candidate was judged and failed profit_factor_above_threshold
+    (so the session's run stopped before ``deployed_model``)."""
+    p, _ = deployed
+    p.configure(**{**PERMISSIVE, "min_profit_factor": 1000.0})
+    result = p.run(S2)
+    assert not result.success
+    candidate = result.output_for_node("EURUSD_30T__candidate_model")
+    assert not candidate["passed"]
+    assert candidate["version"] != p.registry.production_version(EURUSD)
+    return p, candidate["version"]
+
+
+def materialize_alone(p, asset: str, partition: str) -> dg.ExecuteInProcessResult:
+    """``asset`` alone for one partition, as the UI's Materialize does (its upstream outputs
+    are read back from the value store)."""
+    return dg.materialize(
+        p.defs.assets,
+        selection=[asset],
+        partition_key=partition,
+        instance=p.instance,
+        resources=p.defs.resources,
+        raise_on_error=False,
+    )
+
+
+def deploy_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    [event] = result.asset_materializations_for_node("EURUSD_30T__deployed_model")
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def test_deploy_only_run_after_a_rejection_changes_nothing(rejected):
+    p, version = rejected
+    live = p.registry.production_version(EURUSD)
+    before = production_files(p.settings.models_dir)
+
+    result = materialize_alone(p, DEPLOYED, S2)
+
+    assert result.success  # a decision, not an error
+    output = result.output_for_node("EURUSD_30T__deployed_model")
+    assert output == {**output, "version": version, "promoted": False, "passed": False}
+    meta = deploy_metadata(result)
+    assert meta["deployed"] is False
+    summary = meta["summary"]
+    assert summary.startswith(f"not deployed: EURUSD 30T version {version} did not pass")
+    assert "failed profit_factor_above_threshold" in summary and f"stays {live}" in summary
+    assert p.registry.production_version(EURUSD) == live
+    assert production_files(p.settings.models_dir) == before
+
+
+def test_deploy_only_cli_run_after_a_rejection_changes_nothing(rejected, tmp_path):
+    """The same through `dagster asset materialize`: its own processes, the multiprocess
+    executor and the asset job, exactly like the UI's Materialize button."""
+    p, version = rejected
+    live = p.registry.production_version(EURUSD)
+    before = production_files(p.settings.models_dir)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEARNING_")},
+        "DAGSTER_HOME": str(dagster_home),
+        "SESSION_LEARNING_HOME": str(p.settings.home),
+        "SESSION_LEARNING_MODELS": "EURUSD:30T",
+        "SESSION_LEARNING_MARKET_DATA": "synthetic",
+    }
+    command = [
+        str(Path(sys.executable).with_name("dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "session_learning.definitions",
+        "-a",
+        "defs",
+        "--select",
+        DEPLOYED,
+        "--partition",
+        S2,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "RUN_SUCCESS" in output
+    assert f"not deployed: EURUSD 30T version {version} did not pass its gates" in output
+    assert p.registry.production_version(EURUSD) == live
+    assert production_files(p.settings.models_dir) == before
+
+
+def test_backfill_of_deployed_model_alone_deploys_nothing_new(rejected):
+    """A backfill launches one run of the selected asset per partition: the session that
+    deployed its candidate already is not deployed twice, the rejected one not at all."""
+    p, version = rejected
+    live = p.registry.production_version(EURUSD)
+    before = production_files(p.settings.models_dir)
+    results = {session: materialize_alone(p, DEPLOYED, session) for session in (S1, S2)}
+    assert all(r.success for r in results.values())
+    first, second = (deploy_metadata(results[s]) for s in (S1, S2))
+    assert first["summary"] == f"{live} was already deployed for this session: no second deployment"
+    assert first["deployed"] is False and second["deployed"] is False
+    assert "did not pass its gates" in second["summary"]
+    assert production_files(p.settings.models_dir) == before
+
+
+def test_deploying_a_candidate_judged_against_a_replaced_production_fails(deployed):
+    p, _ = deployed
+    p.journal.add_trades(frame(losers_in(16)))
+    upstream = ["session_trades", "problem_report", "EURUSD_30T/weighted_training_set"]
+    judged = p.run(S3, assets=[*upstream, "EURUSD_30T/candidate_model"])
+    assert judged.success
+    candidate = judged.output_for_node("EURUSD_30T__candidate_model")
+    assert candidate["passed"]
+    replacement = redeploy_with_rule(p.registry, EURUSD, min_confidence=0.5)
+    before = production_files(p.settings.models_dir)
+
+    result = materialize_alone(p, DEPLOYED, S3)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.to_string()
+    assert "ProductionChangedError" in message and f"{replacement} is live now" in message
+    assert "re-run EURUSD_30T/candidate_model" in message
+    assert p.registry.production_version(EURUSD) == replacement
+    assert production_files(p.settings.models_dir) == before
+    # Judged again (the candidate step re-run) against the model it would replace, the
+    # verdict and the deployment are about the live model.
+    again = p.run(S3, assets=["EURUSD_30T/candidate_model", DEPLOYED])
+    judgement = p.registry.judgement(EURUSD, candidate["version"])
+    assert judgement["baseline_version"] == replacement
+    passed = judgement["decision"] == "passed"
+    assert again.success == passed
+    assert p.registry.production_version(EURUSD) == (
+        candidate["version"] if passed else replacement
+    )
+
+
+def test_rollback_command_refuses_a_version_that_was_never_live(rejected, monkeypatch, capsys):
+    p, version = rejected
+    live = p.registry.production_version(EURUSD)
+    before = production_files(p.settings.models_dir)
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
+
+    assert main(["rollback", "EURUSD", "30T", "--to", version]) == 2
+    err = capsys.readouterr().err
+    assert f"{version} was never live" in err and '--force --reason "..."' in err
+    assert main(["rollback", "EURUSD", "30T", "--to", version, "--force"]) == 2
+    assert "needs a reason" in capsys.readouterr().err
+    assert production_files(p.settings.models_dir) == before
+
+    reason = "desk review: the profit-factor gate was misconfigured"
+    assert main(["rollback", "EURUSD", "30T", "--to", version, "--force", "--reason", reason]) == 0
+    assert "(forced)" in capsys.readouterr().out
+    last = p.registry.history(EURUSD)[-1]
+    assert last["version"] == version and last["forced"] is True
+    assert last["reason"] == f"rollback from {live} (forced: {reason})"
+
+
+def test_a_live_card_edited_after_judgement_stops_signals_and_changes_nothing(deployed):
+    p, _ = deployed
+    live = p.registry.production_version(EURUSD)
+    card_path = p.settings.models_dir / EURUSD.slug / "versions" / live / "card.json"
+    sealed = card_path.read_bytes()
+    card = json.loads(sealed)
+    card["trading_rule"]["min_confidence"] = 0.0  # "trade every bar", by hand
+    card_path.write_text(json.dumps(card))
+    before = production_files(p.settings.models_dir)
+
+    tick = p.monitor("2025-03-05T10:00:00+00:00")
+
+    assert not tick.success
+    [failure] = [e for e in tick.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.to_string()
+    assert "card.json changed after the version was saved" in message and live in message
+    assert p.journal.open_signals().empty
+    assert production_files(p.settings.models_dir) == before
+    # update_card cannot do it either: behaviour is sealed, only annotations may be added.
+    card_path.write_bytes(sealed)
+    with pytest.raises(RegistryError, match=r"\['trading_rule'\] were sealed"):
+        p.registry.update_card(EURUSD, live, trading_rule={"min_confidence": 0.0})
+    assert card_path.read_bytes() == sealed
+    assert p.monitor("2025-03-05T10:00:00+00:00").success

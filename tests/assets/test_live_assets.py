@@ -9,16 +9,12 @@ from session_learning.cli import main
 from session_learning.domain.trades import quarantined_trades, validate_trades
 from tests.assets.conftest import EURUSD
 from tests.builders import frame, trade
+from tests.judgements import redeploy_with_rule
 
 
 def _always_signal(p) -> str:
     """Make the production model's rule trade every bar, so a tick always signals."""
-    version = p.registry.production_version(EURUSD)
-    rule = p.registry.card(EURUSD, version)["trading_rule"]
-    p.registry.update_card(
-        EURUSD, version, trading_rule={**rule, "min_confidence": 0.0, "edge_threshold": 0.0}
-    )
-    return version
+    return redeploy_with_rule(p.registry, EURUSD, min_confidence=0.0, edge_threshold=0.0)
 
 
 def _metadata(result, node: str) -> dict:

@@ -17,6 +17,7 @@ from catboost import CatBoostClassifier
 from session_learning.domain.models import ModelKey
 from session_learning.resources.registry import ModelRegistry
 from tests.assets.conftest import EURUSD, S1, S2, S3
+from tests.judgements import judge, judge_and_promote
 from tests.reliability.conftest import (
     kill,
     pipeline_at,
@@ -102,7 +103,8 @@ def registry_with_two_deployments(tmp_path, small_model) -> tuple[ModelRegistry,
         for i in range(4)
     ]
     for i in (0, 1):
-        registry.promote(EURUSD, versions[i], reason="gates passed", session=f"s{i}")
+        judge_and_promote(registry, EURUSD, versions[i], reason="gates passed", session=f"s{i}")
+    judge(registry, EURUSD, versions[2])  # judged against v1, the promotion that dies
     return registry, versions
 
 
@@ -140,6 +142,7 @@ def test_sigkill_inside_a_promotion_leaves_one_consistent_version(
     # what readers see, and the invariant holds.
     shutil.copytree(registry.root, tmp_path / "copy")
     promoted, rolled = registry, ModelRegistry(tmp_path / "copy")
+    judge(promoted, EURUSD, v3)
     assert promoted.promote(EURUSD, v3, reason="next session", session="s3")
     back_to = rolled.rollback(EURUSD)
     assert back_to == (v0 if live == v1 else v1)

@@ -15,6 +15,7 @@ from session_learning.resources.market_data import SyntheticMarketDataResource
 from session_learning.settings import JOURNAL_URL_VAR
 from tests.assets.conftest import EURUSD, S1, S2
 from tests.assets.test_learning_assets import production_files
+from tests.judgements import redeploy_with_rule
 from tests.reliability.conftest import (
     FaultPipeline,
     PostgresCluster,
@@ -133,11 +134,8 @@ def test_postgres_stopped_inside_the_monitors_write_leaves_no_half_trade(
     p = _on_postgres(tmp_path / "home", pg_cluster.url, monkeypatch)
     seed_journal(p)
     assert p.run(S1).success
-    version = p.registry.production_version(EURUSD)
-    rule = p.registry.card(EURUSD, version)["trading_rule"]
-    p.registry.update_card(  # trade every bar, so the tick surely signals
-        EURUSD, version, trading_rule={**rule, "min_confidence": 0.0, "edge_threshold": 0.0}
-    )
+    # trade every bar, so the tick surely signals
+    redeploy_with_rule(p.registry, EURUSD, min_confidence=0.0, edge_threshold=0.0)
     assert p.monitor("2025-03-05T10:00:00+00:00").success
     [signal_id] = p.journal.open_signals()["signal_id"]
     trades_before = p.journal.count_trades()

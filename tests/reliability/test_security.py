@@ -22,11 +22,17 @@ from sqlalchemy.engine import make_url
 
 from session_learning.domain.models import ModelKey
 from session_learning.domain.trades import export_session, validate_trades
-from session_learning.resources.registry import CorruptModelError, ModelRegistry
+from session_learning.resources.registry import (
+    CorruptModelError,
+    ModelRegistry,
+    card_digest,
+    judgement_digest,
+)
 from session_learning.resources.value_store import ValueStoreIOManager
 from session_learning.settings import JOURNAL_URL_VAR
 from tests.assets.conftest import EURUSD, S1
 from tests.builders import frame, trade
+from tests.judgements import judge_and_promote
 from tests.reliability.conftest import REPO, FaultPipeline, seed_journal, tree
 
 PACKAGE = REPO / "session_learning"
@@ -221,7 +227,7 @@ def stored(tmp_path) -> tuple[ModelRegistry, str, Path]:
     model.fit(x, (x[:, 0] > 0).astype(int))
     registry = ModelRegistry(tmp_path / "models")
     version = registry.save_candidate(EURUSD, model, {}, datetime(2025, 3, 4, 12, tzinfo=UTC))
-    registry.promote(EURUSD, version, reason="test", session=S1)
+    judge_and_promote(registry, EURUSD, version, reason="test", session=S1)
     return registry, version, tmp_path / "code-ran"
 
 
@@ -249,7 +255,7 @@ def test_pickle_in_place_of_a_model_is_refused_before_catboost_sees_it(stored, m
 
 
 def test_pickle_with_a_forged_checksum_is_read_as_catboost_format_only(stored, monkeypatch):
-    """Even an attacker who rewrites the card too gets no code run: the bytes go to CatBoost's
+    """Even an attacker who rewrites and reseals the card and judgement gets no code run: the bytes go to CatBoost's
     native reader, which does not unpickle."""
     registry, version, marker = stored
     folder = registry.root / EURUSD.slug / "versions" / version
@@ -257,7 +263,12 @@ def test_pickle_with_a_forged_checksum_is_read_as_catboost_format_only(stored, m
     (folder / "model.cbm").write_bytes(payload)
     card = json.loads((folder / "card.json").read_text())
     card.update(model_sha256=hashlib.sha256(payload).hexdigest(), model_bytes=len(payload))
+    card["card_sha256"] = card_digest(card)
     (folder / "card.json").write_text(json.dumps(card))
+    judgement = json.loads((folder / "judgement.json").read_text())
+    judgement.update(model_sha256=card["model_sha256"], card_sha256=card["card_sha256"])
+    judgement["judgement_sha256"] = judgement_digest(judgement)
+    (folder / "judgement.json").write_text(json.dumps(judgement))
     calls = _catboost_loads(monkeypatch)
     with pytest.raises(CorruptModelError, match="CatBoost cannot read it"):
         registry.load(EURUSD, version)

@@ -19,12 +19,17 @@ from session_learning.domain.models import ModelKey, UnknownModelError
 from session_learning.resources import registry as registry_module
 from session_learning.resources.registry import (
     CorruptModelError,
+    LegacyRegistryError,
     ModelRegistry,
     ModelRegistryResource,
+    NeverLiveError,
+    NotJudgedError,
     ProductionChangedError,
     RegistryError,
     UnknownVersionError,
+    card_digest,
 )
+from tests.judgements import judge, judge_and_promote, judgement
 
 KEY = ModelKey("EURUSD", "30T")
 OTHER = ModelKey("XAUUSD", "15T")
@@ -73,8 +78,8 @@ def _save(reg: ModelRegistry, model: CatBoostClassifier, i: int = 0, key: ModelK
 
 
 def _promote(reg: ModelRegistry, version: str, i: int) -> bool:
-    return reg.promote(
-        KEY, version, reason=f"gates passed {i}", session=f"s{i}", now=T0 + timedelta(hours=i)
+    return judge_and_promote(
+        reg, KEY, version, reason=f"gates passed {i}", session=f"s{i}", now=T0 + timedelta(hours=i)
     )
 
 
@@ -170,21 +175,28 @@ def test_card_accepts_numpy_and_datetime_values(reg, model):
     assert stored["start"] == SESSION_END.isoformat()
 
 
-def test_update_card_adds_fields_but_never_the_checksum(reg, model):
+def test_update_card_adds_annotations_but_never_changes_a_sealed_field(reg, model):
     version = _save(reg, model)
-    sha = reg.card(KEY, version)["model_sha256"]
+    card = reg.card(KEY, version)
+    assert card["card_sha256"] == card_digest(card)
 
-    updated = reg.update_card(KEY, version, validation={"sharpe": 1.2}, gates="passed")
+    updated = reg.update_card(KEY, version, review={"by": "desk"}, note="looks fine")
 
-    assert updated["validation"] == {"sharpe": 1.2}
+    assert updated["annotations"] == {"review": {"by": "desk"}, "note": "looks fine"}
     assert reg.card(KEY, version) == updated
-    for field in ("model_sha256", "model_bytes", "version", "symbol"):
+    assert updated["card_sha256"] == card["card_sha256"]  # annotations are outside the seal
+    # Anything that was saved with the version (and so decides how it trades) is sealed.
+    for field in ("features", "data_window"):
+        with pytest.raises(RegistryError, match=rf"\['{field}'\] were sealed.*new version"):
+            reg.update_card(KEY, version, **{field: ["x"]})
+    for field in ("model_sha256", "model_bytes", "version", "symbol", "card_sha256"):
         with pytest.raises(RegistryError, match=field):
             reg.update_card(KEY, version, **{field: "x"})
-    assert reg.load(KEY, version)[1]["model_sha256"] == sha
+    assert reg.card(KEY, version)["features"] == card["features"]
+    reg.load(KEY, version)
     # A re-save keeps the annotated card.
     assert _save(reg, model) == version
-    assert reg.card(KEY, version)["gates"] == "passed"
+    assert reg.card(KEY, version)["annotations"]["note"] == "looks fine"
 
 
 def test_leftover_temp_dir_of_a_killed_save_is_ignored_then_cleaned(reg, model):
@@ -299,7 +311,7 @@ def test_unparseable_model_with_matching_checksum_is_corrupt(reg, model):
     card_path = path.with_name("card.json")
     card = json.loads(card_path.read_text())
     card.update(model_sha256=hashlib.sha256(garbage).hexdigest(), model_bytes=len(garbage))
-    card_path.write_text(json.dumps(card))
+    card_path.write_text(json.dumps({**card, "card_sha256": card_digest(card)}))
 
     with pytest.raises(CorruptModelError, match="CatBoost cannot read it"):
         reg.load(KEY, version)
@@ -353,14 +365,160 @@ def test_promote_switches_pointer_and_records_history(reg, model):
 
 def test_promote_refuses_when_production_changed_since_judging(reg, model):
     v1, v2, v3 = (_save(reg, model, i=i) for i in range(3))
-    assert reg.promote(KEY, v1, reason="first", session="s0", expected_live=None)
+    assert _promote(reg, v1, 0)
     # v2 and v3 were both judged against v1; v2 goes live first.
-    assert reg.promote(KEY, v2, reason="beat v1", session="s1", expected_live=v1)
-    before = {p.name: p.read_bytes() for p in (reg.root / KEY.slug).glob("*.json")}
-    with pytest.raises(ProductionChangedError, match=f"judged against production {v1}"):
-        reg.promote(KEY, v3, reason="beat v1", session="s2", expected_live=v1)
+    judge(reg, KEY, v2)
+    judge(reg, KEY, v3)
+    assert reg.promote(KEY, v2, reason="beat v1", session="s1")
+    before = _snapshot(reg.root / KEY.slug)
+    with pytest.raises(ProductionChangedError, match=f"judged against production {v1}") as err:
+        reg.promote(KEY, v3, reason="beat v1", session="s2")
+    assert f"{v2} is live now" in str(err.value) and "candidate_model" in str(err.value)
     assert reg.production_version(KEY) == v2
-    assert {p.name: p.read_bytes() for p in (reg.root / KEY.slug).glob("*.json")} == before
+    assert _snapshot(reg.root / KEY.slug) == before
+    # Judged again against the model it would replace, it may go live.
+    judge(reg, KEY, v3)
+    assert reg.promote(KEY, v3, reason="beat v2", session="s2")
+    assert [e["version"] for e in reg.history(KEY)] == [v1, v2, v3]
+
+
+def test_promote_refuses_a_version_that_was_never_judged(reg, model):
+    live, never = _save(reg, model, i=0), _save(reg, model, i=1)
+    assert _promote(reg, live, 0)
+    before = _snapshot(reg.root / KEY.slug)
+    with pytest.raises(NotJudgedError) as err:
+        reg.promote(KEY, never, reason="manual", session="s1")
+    message = str(err.value)
+    assert never in message and "no judgement record" in message
+    assert "EURUSD_30T/candidate_model" in message and "Nothing was changed" in message
+    assert reg.promotion_refusal(KEY, never) in message
+    assert _snapshot(reg.root / KEY.slug) == before
+
+
+@pytest.mark.parametrize(
+    ("record", "named"),
+    [
+        (
+            lambda live: judgement(live, failed=("profit_factor_above_threshold",)),
+            "failed profit_factor_above_threshold",
+        ),
+        (
+            lambda live: judgement(live, gates=("profit_factor_above_threshold",)),
+            "never judged on max_drawdown_below_threshold, win_rate_above_threshold",
+        ),
+        (
+            lambda live: {**judgement(live), "decision": "rejected", "reasons": ["evidence"]},
+            "was rejected: evidence",
+        ),
+    ],
+    ids=["failed-gate", "missing-gates", "rejected-decision"],
+)
+def test_promote_refuses_a_failed_or_incomplete_judgement(reg, model, record, named):
+    live, bad = _save(reg, model, i=0), _save(reg, model, i=1)
+    assert _promote(reg, live, 0)
+    reg.record_judgement(KEY, bad, record(live))
+    before = _snapshot(reg.root / KEY.slug)
+    with pytest.raises(NotJudgedError, match="did not pass its gates") as err:
+        reg.promote(KEY, bad, reason="rejected: but deploy it", session="s1")
+    assert bad in str(err.value) and named in str(err.value)
+    assert f"against {live}" in str(err.value)
+    assert _snapshot(reg.root / KEY.slug) == before
+    assert reg.production_version(KEY) == live
+
+
+def test_judgement_records_are_validated_and_sealed(reg, model):
+    version = _save(reg, model)
+    with pytest.raises(RegistryError, match="says passed but gates"):
+        failed = judgement(None, failed=("win_rate_above_threshold",))
+        reg.record_judgement(KEY, version, {**failed, "decision": "passed"})
+    with pytest.raises(RegistryError, match="set by the registry"):
+        reg.record_judgement(KEY, version, {**judgement(None), "card_sha256": "0" * 64})
+    with pytest.raises(RegistryError, match="lacks"):
+        reg.record_judgement(KEY, version, {"gates": [], "decision": "passed"})
+    with pytest.raises(RegistryError, match="evidence"):
+        reg.record_judgement(KEY, version, {**judgement(None), "evidence": [1, 2]})
+    assert reg.judgement(KEY, version) is None
+
+    evidence = {"e_value": 21.5, "sessions": 9}
+    record = reg.record_judgement(KEY, version, {**judgement(None), "evidence": evidence})
+    card = reg.card(KEY, version)
+    assert record["model_sha256"] == card["model_sha256"]
+    assert record["card_sha256"] == card["card_sha256"]
+    assert reg.judgement(KEY, version) == record and record["evidence"] == evidence
+    # The version's checksum covers the judgement: judged again, the checksum changes.
+    before = reg.checksum(KEY, version)
+    reg.record_judgement(KEY, version, judgement(None, judged_at="2024-01-03T08:00:00+00:00"))
+    assert reg.checksum(KEY, version) != before
+
+    # Once live, the judgement it went live under is kept.
+    assert reg.promote(KEY, version, reason="passed", session="s0")
+    with pytest.raises(RegistryError, match="went live under its judgement"):
+        reg.record_judgement(KEY, version, judgement(None))
+
+
+def test_a_judgement_edited_by_hand_is_refused(reg, model):
+    live, bad = _save(reg, model, i=0), _save(reg, model, i=1)
+    assert _promote(reg, live, 0)
+    reg.record_judgement(KEY, bad, judgement(live, failed=("enough_validation_trades",)))
+    path = _model_file(reg, bad).with_name("judgement.json")
+    record = json.loads(path.read_text())
+    for gate in record["gates"]:
+        gate["passed"] = True
+    path.write_text(json.dumps({**record, "decision": "passed"}))
+    with pytest.raises(CorruptModelError, match="edited after it was recorded"):
+        reg.promote(KEY, bad, reason="looks passed now", session="s1")
+    with pytest.raises(CorruptModelError, match="edited after it was recorded"):
+        reg.load(KEY, bad)
+    assert reg.production_version(KEY) == live
+
+
+def _edit_card(reg: ModelRegistry, version: str, reseal: bool, **fields) -> None:
+    path = _model_file(reg, version).with_name("card.json")
+    card = {**json.loads(path.read_text()), **fields}
+    if reseal:
+        card["card_sha256"] = card_digest(card)
+    path.write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(
+    ("reseal", "detected_by"),
+    [(False, "changed after the version was saved"), (True, "judged another card")],
+    ids=["card-edited", "card-edited-and-resealed"],
+)
+def test_a_card_changed_after_judgement_refuses_to_load_promote_or_serve(
+    reg, model, reseal, detected_by
+):
+    live, judged = _save(reg, model, i=0), _save(reg, model, i=1)
+    assert _promote(reg, live, 0)
+    judge(reg, KEY, judged)
+    for version in (live, judged):
+        _edit_card(reg, version, reseal, trading_rule={"min_confidence": 0.0})
+    before = _snapshot(reg.root / KEY.slug)
+
+    for call in (
+        lambda: reg.load(KEY, judged),
+        lambda: reg.promote(KEY, judged, reason="passed", session="s1"),
+        lambda: reg.production(KEY),  # the live scorer's entry point
+    ):
+        with pytest.raises(CorruptModelError, match=detected_by) as err:
+            call()
+        assert "roll" in str(err.value)
+    assert _snapshot(reg.root / KEY.slug) == before
+
+
+def test_a_live_version_whose_files_were_all_replaced_consistently_is_refused(reg, model):
+    """Even a card and judgement rewritten with fresh seals do not pass for what went live."""
+    version = _save(reg, model)
+    assert _promote(reg, version, 0)
+    _edit_card(reg, version, True, features=["f0"])
+    path = _model_file(reg, version).with_name("judgement.json")
+    record = json.loads(path.read_text())
+    record["card_sha256"] = reg.card(KEY, version)["card_sha256"]
+    record["judgement_sha256"] = registry_module.judgement_digest(record)
+    path.write_text(json.dumps(record))
+    reg.load(KEY, version)  # self-consistent on its own ...
+    with pytest.raises(CorruptModelError, match="changed after it was promoted"):
+        reg.production(KEY)  # ... but not the version that went live
 
 
 def test_promote_twice_is_a_single_deployment(reg, model):
@@ -454,6 +612,56 @@ def test_rollback_to_corrupt_version_is_refused(reg, model):
     assert _snapshot(reg.root / KEY.slug) == before
 
 
+def test_rollback_to_a_version_that_was_never_live_needs_force_and_a_reason(reg, model):
+    v1, v2, never = (_save(reg, model, i=i) for i in range(3))
+    _promote(reg, v1, 0)
+    _promote(reg, v2, 1)
+    reg.record_judgement(KEY, never, judgement(v2, failed=("win_rate_above_threshold",)))
+    before = _snapshot(reg.root / KEY.slug)
+
+    with pytest.raises(NeverLiveError, match="was never live") as err:
+        reg.rollback(KEY, to_version=never)
+    assert never in str(err.value) and v1 in str(err.value)  # names where it may go instead
+    assert "--force --reason" in str(err.value) and "Nothing was changed" in str(err.value)
+    with pytest.raises(RegistryError, match="needs a reason"):
+        reg.rollback(KEY, to_version=never, force=True)
+    with pytest.raises(RegistryError, match="needs a reason"):
+        reg.rollback(KEY, to_version=never, force=True, reason="  ")
+    assert _snapshot(reg.root / KEY.slug) == before
+
+    now = T0 + timedelta(hours=5)
+    assert reg.rollback(KEY, to_version=never, force=True, reason="desk review #12", now=now)
+    last = reg.history(KEY)[-1]
+    assert last["version"] == never and last["kind"] == "rollback" and last["forced"] is True
+    assert last["reason"] == f"rollback from {v2} (forced: desk review #12)"
+    assert reg.production(KEY)[1]["version"] == never
+    # Once live, even by force, history proves it: a later plain rollback may return to it.
+    assert reg.rollback(KEY, to_version=v1, now=now + timedelta(hours=1)) == v1
+    assert reg.rollback(KEY, to_version=never, now=now + timedelta(hours=2)) == never
+    assert reg.history(KEY)[-1]["forced"] is False
+
+
+def test_rollback_refuses_a_version_changed_since_it_was_live(reg, model):
+    v1, v2, forced = (_save(reg, model, i=i) for i in range(3))
+    _promote(reg, v1, 0)
+    _promote(reg, v2, 1)
+    reg.update_card(KEY, v1, note="annotations are outside the checksum")
+    assert reg.rollback(KEY, now=T0 + timedelta(hours=3)) == v1  # still the version that was live
+    assert reg.rollback(KEY, to_version=v2, now=T0 + timedelta(hours=4)) == v2
+
+    _edit_card(reg, v1, True, features=["f0"])  # resealed: its judgement no longer matches
+    with pytest.raises(CorruptModelError, match="judged another card"):
+        reg.rollback(KEY, to_version=v1)
+    # A version forced live without a judgement, judged later: history recorded the checksum
+    # it had when it was live, and it no longer has it.
+    reg.rollback(KEY, to_version=forced, force=True, reason="test", now=T0 + timedelta(hours=5))
+    reg.rollback(KEY, to_version=v2, now=T0 + timedelta(hours=6))
+    reg.record_judgement(KEY, forced, judgement(v2))
+    with pytest.raises(NeverLiveError, match="changed since it was live"):
+        reg.rollback(KEY, to_version=forced)
+    assert reg.production_version(KEY) == v2
+
+
 def test_crash_between_history_and_pointer_writes_converges(reg, model, monkeypatch):
     v1, v2, v3 = (_save(reg, model, i=i) for i in range(3))
     _promote(reg, v1, 0)
@@ -489,14 +697,16 @@ def test_crash_between_history_and_pointer_writes_converges(reg, model, monkeypa
 def test_unreadable_pointer_is_reported_and_repaired_by_promote(reg, model):
     v1, v2 = _save(reg, model, i=0), _save(reg, model, i=1)
     _promote(reg, v1, 0)
+    reg.record_judgement(KEY, v2, judgement(v1))
     (reg.root / KEY.slug / "production.json").write_text("{not json")
 
     with pytest.raises(CorruptModelError, match=r"production\.json"):
         reg.production(KEY)
 
-    assert _promote(reg, v2, 1)
+    assert reg.promote(KEY, v2, reason="beat v1", session="s1")
     assert reg.production_version(KEY) == v2
     _assert_consistent(reg, reg.history(KEY))
+    assert reg.production(KEY)[1]["version"] == v2
 
 
 def test_pointer_to_a_missing_version_is_corrupt(reg, model):
@@ -509,16 +719,21 @@ def test_pointer_to_a_missing_version_is_corrupt(reg, model):
         reg.production(KEY)
 
 
-def _promote_worker(root: str, versions: list[str], worker: int, rounds: int, barrier) -> list:
+def _promote_worker(root: str, versions: list[str], worker: int, barrier) -> list:
+    """Judge each of this worker's versions against what is live, then promote it; a
+    promotion that lost the race to another worker is refused (compare-and-swap)."""
     reg = ModelRegistry(root)
     barrier.wait()
-    won = []
-    for i in range(rounds):
-        version = versions[(worker + i) % len(versions)]
+    won, refused = [], 0
+    for i, version in enumerate(versions):
         session = f"w{worker}-r{i}"
-        if reg.promote(KEY, version, reason=f"worker {worker}", session=session):
-            won.append(session)
-    return won
+        reg.record_judgement(KEY, version, judgement(reg.production_version(KEY)))
+        try:
+            if reg.promote(KEY, version, reason=f"worker {worker}", session=session):
+                won.append(session)
+        except ProductionChangedError:
+            refused += 1
+    return [won, refused]
 
 
 def _run_worker(queue, *args) -> None:
@@ -526,26 +741,36 @@ def _run_worker(queue, *args) -> None:
 
 
 def test_concurrent_promotions_from_several_processes_lose_nothing(reg, model):
-    versions = [_save(reg, model, i=i) for i in range(5)]
-    workers, rounds = 4, 12
+    workers, rounds = 4, 10
+    versions = [_save(reg, model, i=i) for i in range(workers * rounds)]
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers)
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_run_worker, args=(queue, str(reg.root), versions, w, rounds, barrier))
+        ctx.Process(
+            target=_run_worker,
+            args=(queue, str(reg.root), versions[w::workers], w, barrier),
+        )
         for w in range(workers)
     ]
     for proc in procs:
         proc.start()
-    won = [session for _ in procs for session in queue.get(timeout=120)]
+    results = [queue.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
+    won = [session for sessions, _ in results for session in sessions]
+    refused = sum(count for _, count in results)
 
     history = reg.history(KEY)
     assert len(won) > workers  # the workers really interleaved
+    assert len(won) + refused == workers * rounds  # every attempt either won or was refused
     assert sorted(e["session"] for e in history) == sorted(won)  # no deployment lost
     _assert_consistent(reg, history)
+    # Compare-and-swap: every deployment replaced exactly the version it was judged against.
+    for before, after in itertools.pairwise([None, *history]):
+        baseline = reg.judgement(KEY, after["version"])["baseline_version"]
+        assert baseline == (before["version"] if before else None)
 
 
 # ---- health, path safety, Dagster resource --------------------------------------------------
@@ -617,3 +842,76 @@ def test_loaded_file_is_native_catboost_format_only(reg, model):
         for name in files
     )
     assert reg.load(KEY, version)[0].is_fitted()
+
+
+# ---- registries written by the previous format ----------------------------------------------
+
+
+def _to_previous_format(reg: ModelRegistry, passed: dict[str, bool]) -> None:
+    """Rewrite a registry as the previous code left it: no card or version checksums, the gate
+    results in the card, no judgement records."""
+    folder = reg.root / KEY.slug
+    for version, ok in passed.items():
+        path = folder / "versions" / version / "card.json"
+        card = json.loads(path.read_text())
+        del card["card_sha256"]
+        card["gates"] = judgement(None, failed=() if ok else ("win_rate_above_threshold",))["gates"]
+        card.update(passed_gates=ok, validation_metrics={"trades": 120}, session="s-old")
+        path.write_text(json.dumps(card))
+        (path.parent / "judgement.json").unlink(missing_ok=True)
+    pointer = json.loads((folder / "production.json").read_text())
+    del pointer["checksum"]
+    (folder / "production.json").write_text(json.dumps(pointer))
+    history = json.loads((folder / "history.json").read_text())
+    for entry in history["entries"]:
+        for field in ("checksum", "judged_at", "forced"):
+            entry.pop(field, None)
+    (folder / "history.json").write_text(json.dumps(history))
+
+
+def test_a_registry_of_the_previous_format_is_refused_until_upgraded(reg, model):
+    live, passed, rejected = (_save(reg, model, i=i) for i in range(3))
+    _promote(reg, live, 0)
+    _to_previous_format(reg, {live: True, passed: True, rejected: False})
+    before = _snapshot(reg.root / KEY.slug)
+
+    for call in (
+        lambda: reg.production(KEY),
+        lambda: reg.load(KEY, passed),
+        lambda: reg.promote(KEY, passed, reason="old", session="s1"),
+    ):
+        with pytest.raises(LegacyRegistryError, match="session-learning upgrade-registry"):
+            call()
+    assert _snapshot(reg.root / KEY.slug) == before
+
+    done = reg.upgrade(now=T0)
+    assert f"{KEY.slug} {passed}: judgement recorded from its card (passed)" in done
+    assert f"{KEY.slug} {rejected}: judgement recorded from its card (rejected)" in done
+    assert f"{KEY.slug}: production pointer to {live} sealed" in done
+    assert reg.upgrade(now=T0) == []  # a second run changes nothing
+
+    assert reg.production(KEY)[1]["version"] == live
+    assert reg.card(KEY, passed)["validation_metrics"] == {"trades": 120}  # kept, now sealed
+    old = reg.judgement(KEY, rejected)
+    assert old["decision"] == "rejected" and old["partition"] == "s-old"
+    with pytest.raises(NotJudgedError, match="failed win_rate_above_threshold"):
+        reg.promote(KEY, rejected, reason="old", session="s2")
+    # The upgraded judgements name no baseline (the old cards had no parent version), so the
+    # passed candidate was judged against no production model: not against the live one.
+    with pytest.raises(ProductionChangedError, match=f"{live} is live now"):
+        reg.promote(KEY, passed, reason="old", session="s1")
+    assert reg.history(KEY)[-1]["checksum"] == reg.checksum(KEY, live)
+
+
+def test_upgrade_command_reports_what_it_sealed(tmp_path, model, monkeypatch, capsys):
+    from session_learning.cli import main
+
+    reg = ModelRegistry(tmp_path / "home" / "models")
+    version = _save(reg, model)
+    _promote(reg, version, 0)
+    _to_previous_format(reg, {version: True})
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(tmp_path / "home"))
+    assert main(["upgrade-registry"]) == 0
+    out = capsys.readouterr().out
+    assert f"{version}: card sealed" in out and "upgraded" in out
+    assert reg.production(KEY)[1]["version"] == version

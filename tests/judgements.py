@@ -1,0 +1,76 @@
+"""Judgement records for tests that exercise the registry directly (the assets write real ones)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from session_learning.domain.gates import GATE_NAMES
+from session_learning.domain.models import ModelKey
+from session_learning.resources.registry import RESERVED_CARD_FIELDS, ModelRegistry
+
+
+def judgement(
+    baseline: str | None,
+    *,
+    failed: tuple[str, ...] = (),
+    partition: str | None = "test",
+    judged_at: str = "2024-01-02T08:00:00+00:00",
+    gates: tuple[str, ...] = GATE_NAMES,
+) -> dict:
+    """A judgement record against ``baseline`` in which only the ``failed`` gates failed."""
+    return {
+        "judged_at": judged_at,
+        "partition": partition,
+        "baseline_version": baseline,
+        "gates": [
+            {
+                "name": name,
+                "value": 0.0 if name in failed else 2.0,
+                "threshold": 1.0,
+                "production_value": None,
+                "passed": name not in failed,
+            }
+            for name in gates
+        ],
+        "decision": "rejected" if failed else "passed",
+        "reasons": [f"{name}: below its threshold" for name in failed] or ["passed every gate"],
+    }
+
+
+def judge(
+    registry: ModelRegistry, key: ModelKey, version: str, *, failed: tuple[str, ...] = ()
+) -> dict:
+    """Record a judgement of ``version`` against the version live now."""
+    return registry.record_judgement(
+        key, version, judgement(registry.production_version(key), failed=failed)
+    )
+
+
+def judge_and_promote(
+    registry: ModelRegistry,
+    key: ModelKey,
+    version: str,
+    *,
+    reason: str = "passed every gate",
+    session: str = "test",
+    now: datetime | None = None,
+) -> bool:
+    """Judge ``version`` as passing against the live version (unless it already went live
+    under a judgement) and promote it."""
+    if not registry.was_live(key, version):
+        judge(registry, key, version)
+    return registry.promote(key, version, reason=reason, session=session, now=now)
+
+
+def redeploy_with_rule(registry: ModelRegistry, key: ModelKey, **rule: float) -> str:
+    """Deploy the live model again as a new version whose trading rule differs by ``rule``
+    (a sealed card cannot be edited): saved one minute after the live version's session,
+    judged as passing against it, promoted. Returns the new version."""
+    live = registry.production_version(key)
+    model, card = registry.load(key, live)
+    fields = {k: v for k, v in card.items() if k not in RESERVED_CARD_FIELDS}
+    fields["trading_rule"] = {**card["trading_rule"], **rule}
+    stamp = datetime.strptime(live.split("-")[0], "%Y%m%dT%H%M").replace(tzinfo=UTC)
+    version = registry.save_candidate(key, model, fields, stamp + timedelta(minutes=1))
+    judge_and_promote(registry, key, version, reason="test: trading rule changed")
+    return version
