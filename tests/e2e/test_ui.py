@@ -3,7 +3,9 @@
 - the global asset lineage with the session and per-model groups,
 - the candidate's gates as asset checks: a failed ``profit_factor_above_threshold`` for the
   second session next to the gates that passed, and the same gate passed for the first session,
-- a session partition materialized from the UI's launch dialog, run to success.
+- a session partition materialized from the UI's launch dialog, run to success,
+- ``deployed_model`` launched alone for the session whose candidate was rejected: production
+  unchanged, and the run says why.
 
 Screenshots of each land in docs/screenshots/.
 """
@@ -183,6 +185,73 @@ def test_session_partition_materializes_from_the_ui(page: Page, webserver: str):
     assert {"key": "dagster/partition", "value": PASSING_SESSION} in run["tags"]
     assert run["assetSelection"] == [{"path": ["session_breakdown"]}]
     screenshot(page, "04_run_page.png")
+
+
+MATERIALIZATION_QUERY = """
+query Deployed($path: [String!]!, $partition: String!) {
+  assetOrError(assetKey: {path: $path}) { ... on Asset {
+    assetMaterializations(partitions: [$partition], limit: 1) {
+      runId metadataEntries { label ... on TextMetadataEntry { text }
+                              ... on BoolMetadataEntry { boolValue } }
+    }
+  } }
+}
+"""
+
+
+def test_deployed_model_of_a_rejected_session_launched_from_the_ui_deploys_nothing(
+    page: Page, webserver: str, seeded_ui
+):
+    """The UI's Materialize on `deployed_model` alone, for the session whose candidate failed a
+    gate: the run succeeds, production stays byte-identical, and the materialization says why."""
+    from session_learning.settings import Settings
+
+    folder = Settings.from_env(seeded_ui.env).models_dir / MODEL
+    production = {p.name: p.read_bytes() for p in folder.glob("*.json")}
+
+    page.goto(f"/assets/{MODEL}/deployed_model")
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    expect(
+        dialog.get_by_text(f"Launch runs to materialize {MODEL} / deployed_model")
+    ).to_be_visible()
+    show_all = dialog.get_by_role("button", name="Show all partitions")
+    partitions = dialog.get_by_placeholder(re.compile(r"^ex: "))
+    expect(show_all.or_(partitions)).to_be_visible()
+    if show_all.is_visible():
+        show_all.click()
+    partitions.fill(FAILING_SESSION)
+    partitions.press("Enter")
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}"))
+    expect(toast).to_be_visible(timeout=60_000)
+    toast.locator("xpath=ancestor::li[1]").get_by_text("View", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]+"))
+    run_id = page.url.split("/runs/")[1].split("?")[0]
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (status := run_status(webserver, run_id)) not in {"SUCCESS", "FAILURE", "CANCELED"}:
+        assert time.monotonic() < deadline, f"run {run_id} still {status} after {RUN_TIMEOUT_S}s"
+        time.sleep(1)
+    assert status == "SUCCESS", f"run {run_id} ended {status}"
+    run = graphql(webserver, RUN_QUERY, {"runId": run_id})["runOrError"]
+    assert run["assetSelection"] == [{"path": [MODEL, "deployed_model"]}]
+    asset = graphql(
+        webserver,
+        MATERIALIZATION_QUERY,
+        {"path": [MODEL, "deployed_model"], "partition": FAILING_SESSION},
+    )["assetOrError"]
+    [materialization] = asset["assetMaterializations"]
+    assert materialization["runId"] == run_id
+    metadata = {
+        e["label"]: e.get("text", e.get("boolValue")) for e in materialization["metadataEntries"]
+    }
+    assert metadata["deployed"] is False
+    assert "did not pass its gates" in metadata["summary"]
+    assert FAILED_GATE in metadata["summary"]
+    assert {p.name: p.read_bytes() for p in folder.glob("*.json")} == production
+    expect(page.get_by_text("not deployed").first).to_be_visible()
+    screenshot(page, "05_deploy_alone_after_rejection.png")
 
 
 def run_status(base_url: str, run_id: str) -> str:
