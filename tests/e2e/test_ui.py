@@ -4,8 +4,8 @@
 - the candidate's gates as asset checks: a failed ``profit_factor_above_threshold`` for the
   second session next to the gates that passed, and the same gate passed for the first session,
 - a session partition materialized from the UI's launch dialog, run to success,
-- ``deployed_model`` launched alone for the session whose candidate was rejected: production
-  unchanged, and the run says why.
+- ``deployed_model`` launched alone for the session whose candidate was rejected, and a backfill
+  of it alone (run by ``dagster-daemon``): production unchanged, and each run says why.
 
 Screenshots of each land in docs/screenshots/.
 """
@@ -13,7 +13,10 @@ Screenshots of each land in docs/screenshots/.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -252,6 +255,106 @@ def test_deployed_model_of_a_rejected_session_launched_from_the_ui_deploys_nothi
     assert {p.name: p.read_bytes() for p in folder.glob("*.json")} == production
     expect(page.get_by_text("not deployed").first).to_be_visible()
     screenshot(page, "05_deploy_alone_after_rejection.png")
+
+
+BACKFILL_MUTATION = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+BACKFILL_QUERY = """
+query Backfill($id: String!, $tags: [ExecutionTag!]) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+  runsOrError(filter: {tags: $tags}) { ... on Runs { results { runId status
+    tags { key value } } } }
+}
+"""
+BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+BACKFILL_TIMEOUT_S = 240
+
+
+def test_backfill_of_deployed_model_alone_deploys_nothing_new(webserver: str, seeded_ui):
+    """A real backfill (the daemon's backfill loop) of `deployed_model` alone over the session
+    that deployed its candidate and the one whose candidate was rejected."""
+    from session_learning.settings import Settings
+    from tests.e2e.conftest import REPO, _stop
+
+    folder = Settings.from_env(seeded_ui.env).models_dir / MODEL
+    production = {p.name: p.read_bytes() for p in folder.glob("*.json")}
+    daemon_log = seeded_ui.root / "dagster-daemon.log"
+    command = [
+        str(Path(sys.executable).with_name("dagster-daemon")),
+        "run",
+        "-m",
+        "tests.e2e.ui_app",
+        "-a",
+        "defs",
+        "-d",
+        str(REPO),
+    ]
+    with daemon_log.open("wb") as out:
+        daemon = subprocess.Popen(
+            command, cwd=REPO, env=seeded_ui.env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        launched = graphql(
+            webserver,
+            BACKFILL_MUTATION,
+            {
+                "params": {
+                    "partitionNames": [PASSING_SESSION, FAILING_SESSION],
+                    "assetSelection": [{"path": [MODEL, "deployed_model"]}],
+                }
+            },
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+        tags = [{"key": "dagster/backfill", "value": backfill_id}]
+        deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+        while True:
+            state = graphql(webserver, BACKFILL_QUERY, {"id": backfill_id, "tags": tags})
+            status = state["partitionBackfillOrError"]["status"]
+            runs = state["runsOrError"]["results"]
+            finished = [r for r in runs if r["status"] in {"SUCCESS", "FAILURE", "CANCELED"}]
+            if status in BACKFILL_DONE and len(finished) == len(runs):
+                break
+            assert daemon.poll() is None, f"dagster-daemon exited; see {daemon_log}"
+            assert time.monotonic() < deadline, (
+                f"backfill {backfill_id} still {status} ({runs}); see {daemon_log}"
+            )
+            time.sleep(2)
+    finally:
+        survivors = _stop(daemon)
+    assert not survivors, f"processes outlived the daemon's shutdown: {survivors}"
+
+    assert status in {"COMPLETED", "COMPLETED_SUCCESS"}, (status, runs)
+    by_partition = {
+        next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition"): r for r in runs
+    }
+    assert set(by_partition) == {PASSING_SESSION, FAILING_SESSION}
+    assert all(r["status"] == "SUCCESS" for r in runs), runs
+    summaries = {}
+    for partition, run in by_partition.items():
+        asset = graphql(
+            webserver,
+            MATERIALIZATION_QUERY,
+            {"path": [MODEL, "deployed_model"], "partition": partition},
+        )["assetOrError"]
+        [materialization] = asset["assetMaterializations"]
+        assert materialization["runId"] == run["runId"]
+        metadata = {
+            e["label"]: e.get("text", e.get("boolValue"))
+            for e in materialization["metadataEntries"]
+        }
+        assert metadata["deployed"] is False, metadata
+        summaries[partition] = metadata["summary"]
+    assert "already deployed for this session" in summaries[PASSING_SESSION]
+    assert "did not pass its gates" in summaries[FAILING_SESSION]
+    assert {p.name: p.read_bytes() for p in folder.glob("*.json")} == production
 
 
 def run_status(base_url: str, run_id: str) -> str:
