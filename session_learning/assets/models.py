@@ -20,7 +20,7 @@ from session_learning.domain.features import (
     feature_set,
     load_feature_function,
 )
-from session_learning.domain.gates import GATE_NAMES, Judgement, judge
+from session_learning.domain.gates import GATES, Judgement, judge
 from session_learning.domain.learning import (
     build_training_set,
     effective_plan,
@@ -53,15 +53,6 @@ class TrainingSetConfig(dg.Config):
 
 
 OWNERS = ["team:trading-ml"]
-
-GATE_DESCRIPTIONS = {
-    "profit_factor_above_threshold": "Validation profit factor (with costs) above the gate.",
-    "max_drawdown_below_threshold": "Validation max drawdown below the gate.",
-    "win_rate_above_threshold": "Validation win rate above the gate.",
-    "enough_validation_trades": "Enough validation trades for the timeframe to judge the model.",
-    "candidate_beats_production": "Expectancy above production's on the same window, beyond "
-    "noise (paired block bootstrap at the configured confidence).",
-}
 
 
 def history_start(key: ModelKey, session_end: pd.Timestamp, bars_needed: int) -> pd.Timestamp:
@@ -165,13 +156,13 @@ def build_model_assets(
         ins={"weighted_training_set": dg.AssetIn(key=[*prefix, "weighted_training_set"])},
         check_specs=[
             session_check_spec(
-                name,
+                gate.name,
                 candidate_key,
                 partitions_def,
                 blocking=True,
-                description=GATE_DESCRIPTIONS[name],
+                description=gate.description,
             )
-            for name in GATE_NAMES
+            for gate in GATES
         ],
         tags={"session_learning/model": key.slug},
     )

@@ -1,12 +1,17 @@
-"""The deployment gates: absolute benchmarks on the validation window, and beating production.
+"""The deployment gates and the one judgement of a candidate.
 
-Each gate gives a ``GateResult`` carrying its value, its threshold and the production model's
-value on the same window, so a person can see how far a candidate was from passing.
+The gates are declared once, in ``GATES``: absolute benchmarks on the validation window, and
+beating production. Each gives a ``GateResult`` carrying its value, its threshold and the
+production model's value on the same window, so a person can see how far a candidate was from
+passing. ``judge`` runs them all and returns a ``Judgement`` (gates, decision, reasons,
+evidence, metrics): the Dagster candidate asset and the replay both judge through it, and the
+model registry stores its record, without which nothing can go live.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -15,14 +20,6 @@ from session_learning.domain.backtest import BacktestResult
 from session_learning.domain.stats import paired_bootstrap_expectancy
 
 DEFAULT_MIN_TRADES = {"5T": 200, "15T": 150, "30T": 100, "1H": 60, "4H": 40}
-
-GATE_NAMES = (
-    "profit_factor_above_threshold",
-    "max_drawdown_below_threshold",
-    "win_rate_above_threshold",
-    "enough_validation_trades",
-    "candidate_beats_production",
-)
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,29 @@ class GateResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class GateInputs:
+    """What every gate looks at: the candidate and production on the same validation window."""
+
+    candidate: BacktestResult
+    production: BacktestResult | None
+    timeframe: str
+    window: tuple[pd.Timestamp, pd.Timestamp]
+    thresholds: GateThresholds
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A deployment gate, declared once: its name (the asset check's name), what it asserts
+    (the check's description), the threshold setting it reads (a field of ``GateThresholds``
+    and of the learning settings) and how it is evaluated."""
+
+    name: str
+    description: str
+    threshold_setting: str
+    evaluate: Callable[[GateInputs], GateResult]
+
+
 def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -67,6 +87,141 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
 
 
+def _profit_factor(g: GateInputs) -> GateResult:
+    c, p, limit = g.candidate.metrics, g.production, g.thresholds.min_profit_factor
+    return GateResult(
+        "profit_factor_above_threshold",
+        c.trades > 0 and c.profit_factor > limit,
+        _num(c.profit_factor),
+        limit,
+        _num(p.metrics.profit_factor) if p else None,
+        f"profit factor {_fmt(c.profit_factor)} vs > {limit}",
+    )
+
+
+def _max_drawdown(g: GateInputs) -> GateResult:
+    c, p, limit = g.candidate.metrics, g.production, g.thresholds.max_drawdown_pct
+    return GateResult(
+        "max_drawdown_below_threshold",
+        c.trades > 0 and c.max_drawdown_pct < limit,
+        _num(c.max_drawdown_pct),
+        limit,
+        _num(p.metrics.max_drawdown_pct) if p else None,
+        f"max drawdown {c.max_drawdown_pct:.2f}% vs < {limit}%",
+    )
+
+
+def _win_rate(g: GateInputs) -> GateResult:
+    c, p, limit = g.candidate.metrics, g.production, g.thresholds.min_win_rate
+    return GateResult(
+        "win_rate_above_threshold",
+        c.trades > 0 and c.win_rate > limit,
+        _num(c.win_rate),
+        limit,
+        _num(p.metrics.win_rate) if p else None,
+        f"win rate {_fmt(c.win_rate, pct=True)} vs > {_fmt(limit, pct=True)}",
+    )
+
+
+def _enough_trades(g: GateInputs) -> GateResult:
+    c, p = g.candidate.metrics, g.production
+    min_trades = g.thresholds.min_trades.get(g.timeframe, 100)
+    return GateResult(
+        "enough_validation_trades",
+        c.trades >= min_trades,
+        float(c.trades),
+        float(min_trades),
+        float(p.metrics.trades) if p else None,
+        f"{c.trades} validation trades vs >= {min_trades} for {g.timeframe}"
+        + ("" if c.trades >= min_trades else "; the window is too short to judge this model"),
+    )
+
+
+def _beats_production(g: GateInputs) -> GateResult:
+    """With no production model the comparison passes with a note: the absolute gates alone
+    decide. Otherwise the candidate's expectancy must be above production's at ``confidence``
+    (a paired block bootstrap over the window), not merely a higher point estimate."""
+    c, production, t = g.candidate.metrics, g.production, g.thresholds
+    if production is None:
+        return GateResult(
+            "candidate_beats_production",
+            True,
+            _num(c.expectancy_r),
+            None,
+            None,
+            "no production model: the absolute gates alone decide",
+        )
+    cmp = paired_bootstrap_expectancy(
+        g.candidate.trades["r_multiple"].to_numpy(),
+        g.candidate.trades["entry_time"],
+        production.trades["r_multiple"].to_numpy(),
+        production.trades["entry_time"],
+        g.window[0],
+        g.window[1],
+        pd.Timedelta(t.bootstrap_block),
+        n_boot=t.bootstrap_samples,
+        confidence=t.confidence,
+        seed=t.seed,
+    )
+    return GateResult(
+        "candidate_beats_production",
+        bool(cmp.beats),
+        cmp.candidate_expectancy,
+        0.0,
+        cmp.production_expectancy,
+        f"expectancy {cmp.candidate_expectancy:+.3f}R vs production "
+        f"{cmp.production_expectancy:+.3f}R; difference {cmp.difference:+.3f}R, "
+        f"{100 * cmp.confidence:.0f}% interval [{cmp.lower:+.3f}, {cmp.upper:+.3f}]"
+        + ("" if cmp.beats else ": not better beyond noise"),
+        details={
+            "difference_r": cmp.difference,
+            "interval_lower": cmp.lower,
+            "interval_upper": cmp.upper,
+            "one_sided_lower": cmp.one_sided_lower,
+            "confidence": cmp.confidence,
+            "blocks": cmp.n_blocks,
+        },
+    )
+
+
+# Every gate a candidate must pass to go live, in the order they are shown. The asset checks,
+# the registry's promotion rule and the reports all read this list.
+GATES: tuple[Gate, ...] = (
+    Gate(
+        "profit_factor_above_threshold",
+        "Validation profit factor (with costs) above the gate.",
+        "min_profit_factor",
+        _profit_factor,
+    ),
+    Gate(
+        "max_drawdown_below_threshold",
+        "Validation max drawdown below the gate.",
+        "max_drawdown_pct",
+        _max_drawdown,
+    ),
+    Gate(
+        "win_rate_above_threshold",
+        "Validation win rate above the gate.",
+        "min_win_rate",
+        _win_rate,
+    ),
+    Gate(
+        "enough_validation_trades",
+        "Enough validation trades for the timeframe to judge the model.",
+        "min_trades",
+        _enough_trades,
+    ),
+    Gate(
+        "candidate_beats_production",
+        "Expectancy above production's on the same window, beyond noise (paired block "
+        "bootstrap at the configured confidence).",
+        "confidence",
+        _beats_production,
+    ),
+)
+GATE_NAMES = tuple(gate.name for gate in GATES)
+
+
 def evaluate_gates(
     candidate: BacktestResult,
     production: BacktestResult | None,
@@ -74,94 +229,14 @@ def evaluate_gates(
     window: tuple[pd.Timestamp, pd.Timestamp],
     thresholds: GateThresholds = GateThresholds(),
 ) -> list[GateResult]:
-    """Judge a candidate on the validation ``window`` against the gates and production.
-
-    With no production model the comparison passes with a note: the absolute gates alone decide.
-    A comparison needs the candidate's expectancy above production's at ``confidence`` (a paired
-    block bootstrap over the window), not merely a higher point estimate.
-    """
-    c, p = candidate.metrics, production.metrics if production is not None else None
-    min_trades = thresholds.min_trades.get(timeframe, 100)
-    results = [
-        GateResult(
-            "profit_factor_above_threshold",
-            c.trades > 0 and c.profit_factor > thresholds.min_profit_factor,
-            _num(c.profit_factor),
-            thresholds.min_profit_factor,
-            _num(p.profit_factor) if p else None,
-            f"profit factor {_fmt(c.profit_factor)} vs > {thresholds.min_profit_factor}",
-        ),
-        GateResult(
-            "max_drawdown_below_threshold",
-            c.trades > 0 and c.max_drawdown_pct < thresholds.max_drawdown_pct,
-            _num(c.max_drawdown_pct),
-            thresholds.max_drawdown_pct,
-            _num(p.max_drawdown_pct) if p else None,
-            f"max drawdown {c.max_drawdown_pct:.2f}% vs < {thresholds.max_drawdown_pct}%",
-        ),
-        GateResult(
-            "win_rate_above_threshold",
-            c.trades > 0 and c.win_rate > thresholds.min_win_rate,
-            _num(c.win_rate),
-            thresholds.min_win_rate,
-            _num(p.win_rate) if p else None,
-            f"win rate {_fmt(c.win_rate, pct=True)} vs > {_fmt(thresholds.min_win_rate, pct=True)}",
-        ),
-        GateResult(
-            "enough_validation_trades",
-            c.trades >= min_trades,
-            float(c.trades),
-            float(min_trades),
-            float(p.trades) if p else None,
-            f"{c.trades} validation trades vs >= {min_trades} for {timeframe}"
-            + ("" if c.trades >= min_trades else "; the window is too short to judge this model"),
-        ),
-    ]
-    if production is None:
-        results.append(
-            GateResult(
-                "candidate_beats_production",
-                True,
-                _num(c.expectancy_r),
-                None,
-                None,
-                "no production model: the absolute gates alone decide",
-            )
-        )
-        return results
-    cmp = paired_bootstrap_expectancy(
-        candidate.trades["r_multiple"].to_numpy(),
-        candidate.trades["entry_time"],
-        production.trades["r_multiple"].to_numpy(),
-        production.trades["entry_time"],
-        window[0],
-        window[1],
-        pd.Timedelta(thresholds.bootstrap_block),
-        n_boot=thresholds.bootstrap_samples,
-        confidence=thresholds.confidence,
-        seed=thresholds.seed,
-    )
-    results.append(
-        GateResult(
-            "candidate_beats_production",
-            bool(cmp.beats),
-            cmp.candidate_expectancy,
-            0.0,
-            cmp.production_expectancy,
-            f"expectancy {cmp.candidate_expectancy:+.3f}R vs production "
-            f"{cmp.production_expectancy:+.3f}R; difference {cmp.difference:+.3f}R, "
-            f"{100 * cmp.confidence:.0f}% interval [{cmp.lower:+.3f}, {cmp.upper:+.3f}]"
-            + ("" if cmp.beats else ": not better beyond noise"),
-            details={
-                "difference_r": cmp.difference,
-                "interval_lower": cmp.lower,
-                "interval_upper": cmp.upper,
-                "one_sided_lower": cmp.one_sided_lower,
-                "confidence": cmp.confidence,
-                "blocks": cmp.n_blocks,
-            },
-        )
-    )
+    """Judge a candidate on the validation ``window`` against every gate of ``GATES``."""
+    inputs = GateInputs(candidate, production, timeframe, window, thresholds)
+    results = []
+    for gate in GATES:
+        result = gate.evaluate(inputs)
+        if result.name != gate.name:  # a gate reports under the name it is declared with
+            raise ValueError(f"gate {gate.name} returned a result named {result.name}")
+        results.append(result)
     return results
 
 
