@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from session_learning.assets.metadata import markdown_table
-from session_learning.domain.features import feature_set
+from session_learning.domain.features import FeatureError, card_feature_set
 from session_learning.domain.health import HealthRule, assess_health
 from session_learning.domain.learning import LearningConfig
 from session_learning.domain.models import ModelKey
@@ -118,7 +118,10 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
         for key in models:
             try:
                 production = reg.production(key)
-            except RegistryError as exc:
+                # The user feature functions the card names, refused if their code changed
+                # since the model was judged.
+                functions = card_feature_set(production[1]) if production else ()
+            except (RegistryError, FeatureError) as exc:
                 errors.append(f"{key}: {exc}")
                 continue
             if production is None:
@@ -143,7 +146,6 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
             else:
                 start = now - key.bar * int(history * 7 / 5 + 10)
                 bars = market_data.bars(key, start, now)
-                functions = feature_set(card.get("feature_functions", []))
                 signal = score_latest_bar(model, card, bars, key, now, functions)
                 if signal is None:
                     signal_note = "no signal"

@@ -18,6 +18,7 @@ from session_learning.domain.analysis import ProblemReport, RetrainPlan
 from session_learning.domain.features import (
     check_no_lookahead,
     feature_set,
+    feature_sources,
     load_feature_function,
 )
 from session_learning.domain.gates import GATES, Judgement, judge
@@ -184,6 +185,7 @@ def build_model_assets(
         store = registry.registry()
         live = store.production_version(key)
         card = candidate.card(info, context.partition_key, live)
+        card["feature_sources"] = feature_sources(card["feature_functions"])
         version = store.save_candidate(
             key, candidate.model, card, context.partition_time_window.end
         )

@@ -20,8 +20,10 @@ a different span of time on each timeframe.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -432,3 +434,44 @@ def check_no_lookahead(
 def feature_set(specs: Sequence[str] = ()) -> tuple[FeatureFunction, ...]:
     """``DEFAULT_FEATURES`` followed by the user functions named in ``specs``."""
     return (*DEFAULT_FEATURES, *(load_feature_function(spec) for spec in specs))
+
+
+def feature_sources(specs: Sequence[str]) -> dict[str, str]:
+    """sha256 of the source file of the module behind each feature function named in ``specs``.
+
+    A model card records them beside the names, so the code a model was trained and judged
+    with is part of what its checksum covers (see ``card_feature_set``).
+    """
+    digests = {}
+    for spec in specs:
+        function = load_feature_function(spec)
+        module = inspect.getmodule(getattr(function, "func", function))
+        path = inspect.getsourcefile(module) if module is not None else None
+        if path is None:
+            raise FeatureError(f"{spec!r}: its source file cannot be found, so it cannot be sealed")
+        with open(path, "rb") as fh:
+            digests[spec] = hashlib.sha256(fh.read()).hexdigest()
+    return digests
+
+
+def card_feature_set(card: Mapping) -> tuple[FeatureFunction, ...]:
+    """The feature functions a model card names (``feature_functions``), after checking that
+    each module's source is the one recorded when the model was trained (``feature_sources``).
+
+    Raises ``FeatureError`` naming the function when its code changed: the model would score
+    features it was never judged on. Cards written before sources were recorded have no
+    ``feature_sources``; their names alone are checked (by the card's checksum).
+    """
+    specs = list(card.get("feature_functions", []))
+    recorded = card.get("feature_sources")
+    if recorded is not None:
+        now = feature_sources(specs)
+        changed = [spec for spec in specs if recorded.get(spec) != now[spec]]
+        if changed:
+            raise FeatureError(
+                f"the code of feature function(s) {changed} changed since model "
+                f"{card.get('version')} was trained and judged (source sha256 differs): it would "
+                "score features it was never judged on. Restore that code, or retrain and judge "
+                "a new version with it."
+            )
+    return feature_set(specs)

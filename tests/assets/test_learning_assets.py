@@ -164,6 +164,45 @@ def test_user_features_are_trained_on_and_used_live(pipeline):
     assert tick.success  # the live scorer rebuilt the same features from the card
 
 
+USER_FEATURE = """
+import pandas as pd
+
+
+def momentum(bars: pd.DataFrame) -> pd.DataFrame:
+    close = bars["close"]
+    return pd.DataFrame({"user_mom": close / close.shift(WINDOW) - 1.0}, index=bars.index)
+"""
+
+
+def test_a_live_model_whose_feature_code_changed_is_refused(pipeline, tmp_path, monkeypatch):
+    """The card names the user's feature function and seals the sha256 of its module: when
+    that code changes after judgement, the live model stops signalling and says why."""
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "desk_features_under_test.py"
+    module.write_text(USER_FEATURE.replace("WINDOW", "96"))
+    monkeypatch.syspath_prepend(str(code))
+    spec = "desk_features_under_test:momentum"
+    p = pipeline(**PERMISSIVE, extra_features={"*": [spec]})
+    p.journal.add_trades(frame(losers_in(8)))
+    assert p.run(S1).success
+    version = p.registry.production_version(EURUSD)
+    card = p.registry.card(EURUSD, version)
+    assert list(card["feature_sources"]) == [spec]
+    assert p.monitor("2025-03-05T10:00:00+00:00").success
+
+    module.write_text(USER_FEATURE.replace("WINDOW", "24"))  # same name, other behaviour
+    before = production_files(p.settings.models_dir)
+    tick = p.monitor("2025-03-05T14:00:00+00:00")
+    assert not tick.success
+    [failure] = [e for e in tick.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.to_string()
+    assert f"feature function(s) ['{spec}'] changed since model {version}" in message
+    assert "retrain" in message
+    assert production_files(p.settings.models_dir) == before
+    assert not (p.journal.open_signals()["bar_time"] >= "2025-03-05T10:00").any()
+
+
 def test_a_user_feature_that_looks_ahead_is_refused(pipeline):
     p = pipeline(**PERMISSIVE, extra_features={"EURUSD_30T": ["tests.user_features:peeks_ahead"]})
     p.journal.add_trades(frame(losers_in(8)))
