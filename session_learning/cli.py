@@ -225,16 +225,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Put a version that was live before back into production (--force --reason for any
     other version; recorded in the history as forced)."""
-    from session_learning.resources.registry import RegistryError
-
     settings = Settings.from_env()
     key = ModelKey(args.symbol.upper(), args.timeframe.upper())
-    try:
-        version = _registry(settings).rollback(key, args.to, force=args.force, reason=args.reason)
-    except RegistryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{key.slug}: production is now {version}" + (" (forced)" if args.force else ""))
+    registry = _registry(settings)
+    version = registry.rollback(key, args.to, force=args.force, reason=args.reason)
+    forced = registry.history(key)[-1].get("forced") is True
+    print(f"{key.slug}: production is now {version}" + (" (forced)" if forced else ""))
     return 0
 
 
@@ -324,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownModelError, ValueError, OSError) as exc:
+    except Exception as exc:
+        # Imported here: the registry pulls in dagster, which most commands never need.
+        from session_learning.resources.registry import RegistryError
+
+        if not isinstance(exc, UnknownModelError | ValueError | OSError | RegistryError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

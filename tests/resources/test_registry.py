@@ -911,6 +911,10 @@ def test_upgrade_command_reports_what_it_sealed(tmp_path, model, monkeypatch, ca
     _promote(reg, version, 0)
     _to_previous_format(reg, {version: True})
     monkeypatch.setenv("SESSION_LEARNING_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SESSION_LEARNING_MODELS", "EURUSD:30T")
+    assert main(["status"]) == 2  # one clear line, not a traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "run `session-learning upgrade-registry`" in err
     assert main(["upgrade-registry"]) == 0
     out = capsys.readouterr().out
     assert f"{version}: card sealed" in out and "upgraded" in out
