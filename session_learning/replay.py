@@ -11,8 +11,10 @@ UTC), as production would:
 2. at the session's end the arm's learning cycle reads the session's trades back from its
    journal and runs the same domain functions as the Dagster assets: ``validate_trades``,
    ``analyze_session``, ``effective_plan``, ``build_training_set``, ``train_candidate``,
-   ``evaluate_production``, ``judge``, and deploys through ``ModelRegistry.promote``
-   (one registry per arm).
+   ``evaluate_production``, ``judge``, stores the judgement with the version and deploys
+   through ``ModelRegistry.promote`` (one registry per arm). A candidate that did not pass
+   cannot be promoted: the ``ungated`` arm and the static arm's first model, which trade it
+   anyway, hold that model in the arm itself, outside the registry's production pointer.
 
 Arms (``ARMS``):
 
@@ -628,17 +630,16 @@ class _ArmReplay:
             card.update(replay_arm=self.arm)
             version = self.registry.save_candidate(key, candidate.model, card, end)
             self.registry.record_judgement(key, version, judgement.to_record())
-            # The ungated arm (and the static arm's first model) deploy whatever was trained:
-            # the registry records those deployments as forced.
-            self.registry.promote(
-                key,
-                version,
-                reason="passed every gate",
-                session=session,
-                now=end,
-                force_reason=None if passed else f"{self.arm} arm: deployed without gates",
-            )
-            state.production = self.registry.production(key)
+            if passed and self.arm != "ungated":
+                self.registry.promote(
+                    key, version, reason="passed every gate", session=session, now=end
+                )
+                state.production = self.registry.production(key)
+            else:
+                # The ungated arm (and the static arm's first model) trade whatever was trained:
+                # a counterfactual the registry does not allow, so the arm holds that model
+                # itself and the registry's production pointer never names it.
+                state.production = self.registry.load(key, version)
             record.update(deployed=True, version=version)
         self.candidates.append(record)
 

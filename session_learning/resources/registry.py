@@ -920,7 +920,6 @@ class ModelRegistry:
         reason: str,
         session: str,
         now: datetime | None = None,
-        force_reason: str | None = None,
     ) -> bool:
         """Make ``version`` the live model of ``key``; return whether a deployment happened.
 
@@ -935,17 +934,16 @@ class ModelRegistry:
         this same ``session`` already deployed it (a re-run or backfill of a partition must not
         put an old model back after production has moved on).
 
-        ``force_reason`` skips the judgement (for replays of an ungated policy); history
-        records the deployment as forced, with the reason.
+        There is no way around the judgement here. The only other way a version becomes live
+        is ``rollback``: to a version that was live before, or forced with a reason that
+        history records.
         """
         now_iso = _iso(now)
-        if force_reason is not None and not str(force_reason).strip():
-            raise RegistryError("a forced promotion needs a reason; it is recorded in history")
         self.load(key, version)  # CatBoost must be able to read it, before anything is locked
         with self._locked(key):
             card, _, judgement = self._verify(key, version)
             refusal = self._refusal(key, version, card, judgement)
-            if refusal is not None and force_reason is None:
+            if refusal is not None:
                 raise NotJudgedError(refusal + " Nothing was changed.")
             live, pointer_ok, entries = self._writer_view(key, now_iso)
             already = live == version or any(
@@ -954,7 +952,7 @@ class ModelRegistry:
             if already:
                 self._write_repairs(key, entries, pointer_ok, live)
                 return False
-            if force_reason is None and judgement["baseline_version"] != live:
+            if judgement["baseline_version"] != live:
                 raise ProductionChangedError(
                     f"{key}: {version} was judged against production "
                     f"{judgement['baseline_version'] or 'none'} (at {judgement['judged_at']}), "
@@ -966,15 +964,14 @@ class ModelRegistry:
                 "version": version,
                 "live_from": now_iso,
                 "live_to": None,
-                "reason": reason if force_reason is None else f"forced: {force_reason}",
+                "reason": reason,
                 "session": session,
                 "kind": "promote",
                 "checksum": version_checksum(card, judgement),
-                "judged_at": judgement["judged_at"] if judgement else None,
-                "forced": force_reason is not None,
+                "judged_at": judgement["judged_at"],
             }
             self._commit(key, entries, entry, card)
-        logger.info("promoted %s version %s (was %s): %s", key, version, live, entry["reason"])
+        logger.info("promoted %s version %s (was %s): %s", key, version, live, reason)
         return True
 
     def _write_repairs(

@@ -98,11 +98,32 @@ def test_positions_never_overlap_and_every_trade_comes_from_a_model_already_live
             trades["entry_time"].iloc[1:].to_numpy()
             >= trades["exit_time"].iloc[:-1].to_numpy() - KEY.bar
         ).all()
+        # Deployments take effect at their session's end; the registry's history shows the
+        # promoted ones (the ungated arm's models never pass through promote).
+        deployed = run.candidates.loc[run.candidates["deployed"]]
+        live_from = dict(zip(deployed["version"], pd.to_datetime(deployed["time"]), strict=True))
         history = ModelRegistry(result.out / arm / "models").history(KEY)
-        live_from = {h["version"]: pd.Timestamp(h["live_from"]) for h in history}
+        assert {h["version"]: pd.Timestamp(h["live_from"]) for h in history}.items() <= (
+            live_from.items()
+        ), arm
         for trade in trades.itertuples(index=False):
             # Decided on the bar before the entry, after the version went live: no look-ahead.
             assert live_from[trade.model_version] <= trade.entry_time - KEY.bar, arm
+
+
+def test_no_arm_promotes_a_version_without_a_passing_judgement(replayed):
+    result, _ = replayed
+    promoted = 0
+    for arm in result.arms:
+        registry = ModelRegistry(result.out / arm / "models")
+        previous = None
+        for entry in registry.history(KEY):
+            judgement = registry.judgement(KEY, entry["version"])
+            assert judgement["decision"] == "passed", (arm, entry)
+            assert judgement["baseline_version"] == previous, (arm, entry)
+            previous = entry["version"]
+            promoted += 1
+    assert promoted  # some arm deployed something
 
 
 def test_arms_follow_their_deployment_rules(replayed):
