@@ -134,3 +134,10 @@ def test_a_production_result_needs_its_version_and_back():
             partition=None,
             judged_at=JUDGED_AT,
         )
+
+
+def test_the_readme_names_every_gate():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [g.name for g in GATES if g.name not in readme] == []
