@@ -153,6 +153,11 @@ def build_model_assets(
                 "unmatched": markdown_table(pd.DataFrame(info["unmatched_trades"])),
                 "validation_window": f"{info['split']['validation_start']} .. {info['split']['validation_end']}",
                 "plan": "; ".join(plan.reasons),
+                "held_out": " .. ".join(info["held_out"]),
+                "loser_pattern_trades": (
+                    "{trades_used} used, {trades_held_out} held out (touched the held-out "
+                    "span)".format(**info["loser_pattern_search"])
+                ),
             },
         )
 

@@ -9,12 +9,17 @@ import pytest
 
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.backtest import CostModel
+from session_learning.domain.features import atr
 from session_learning.domain.learning import (
+    BarrierTargets,
     LearningConfig,
     LearningError,
     build_training_set,
     catboost_params,
+    check_geometry,
     evaluate,
+    fit_barriers,
+    judge_barriers,
     rule_for,
     train_model,
 )
@@ -352,3 +357,93 @@ def test_a_loser_decided_too_long_before_its_session_is_listed_not_boosted(bars)
     assert unmatched["trade_id"] == "L0" and "max_loser_age_bars 4" in unmatched["reason"]
     assert [r["trade_id"] for r in info["boosted_rows"]] == ["L1"]
     assert info["split"]["session_first_row"] == "2025-03-04T07:30:00+00:00"
+
+
+# --- the barrier refit, judged against the gates --------------------------------------------
+
+
+def test_geometry_check_by_hand_on_a_steady_rise():
+    # Every bar rises by 1 (open = previous close, high = close, low = open): ATR 1. A long
+    # with TP 2 / SL 1 ATR reaches its take profit on its second bar (+2R); a short is stopped
+    # on its first (-1R).
+    close = 100.0 + np.arange(400)
+    bars = pd.DataFrame(
+        {"open": close - 1, "high": close, "low": close - 1, "close": close, "volume": 1.0},
+        index=pd.date_range("2025-01-06", periods=400, freq="30min", tz="UTC"),
+    )
+    check = check_geometry(
+        bars,
+        atr(bars),
+        np.arange(50, 300),
+        2.0,
+        1.0,
+        24,
+        BarrierTargets(min_win_rate=0.42, min_profit_factor=1.4, min_trades=300),
+        600,
+    )
+    assert check.chance_win_rate == 0.5 and check.payoff == pytest.approx(2.0)
+    # At payoff 2 the profit factor passes 1.4 from 1.4 / 3.4 = 41.2% on: the 42% gate binds.
+    assert check.needed_win_rate == 0.42 and check.lift == pytest.approx(-0.08)
+    assert check.mean_bars_held == 1.5 and check.max_trades == 400.0 and check.reachable
+    # A 1:1 geometry needs 1.4 / 2.4 = 58.3% to reach the profit factor.
+    even = check_geometry(
+        bars, atr(bars), np.arange(50, 300), 1.0, 1.0, 24, BarrierTargets(min_trades=700), 600
+    )
+    assert even.needed_win_rate == pytest.approx(1.4 / 2.4) and even.mean_bars_held == 1.0
+    assert even.max_trades == 600.0 and not even.reachable  # 600 one-bar trades < 700
+
+
+def test_a_refit_to_the_median_excursions_that_asks_more_of_the_model_is_rejected(bars):
+    a = atr(bars)
+    rows = np.arange(300, 2000)
+    targets = BarrierTargets(min_trades=100)
+    refit = judge_barriers(bars, a, rows, LearningConfig(), targets, 800)
+    fitted, configured = refit["checks"]["fitted"], refit["checks"]["configured"]
+    assert (fitted["tp_atr"], fitted["sl_atr"]) == pytest.approx(fit_barriers(bars, a, rows, 24))
+    # The median excursions give a wide take profit: chance wins less often, and the gates
+    # then demand more skill than with the configured 2:1.
+    assert fitted["tp_atr"] / fitted["sl_atr"] > 2.5
+    assert fitted["lift"] > configured["lift"] + 0.02
+    assert refit["chosen"] != "fitted" and "fitted" in refit["message"]
+    assert "rejected: needs" in refit["message"]
+    chosen = refit["checks"][refit["chosen"]]
+    assert chosen["lift"] <= configured["lift"] + 0.02 and chosen["reachable"]
+    assert (refit["tp_atr"], refit["sl_atr"]) == (chosen["tp_atr"], chosen["sl_atr"])
+
+
+def test_a_refit_whose_trades_cannot_reach_the_minimum_falls_back_to_the_configured_geometry(
+    bars,
+):
+    refit = judge_barriers(
+        bars,
+        atr(bars),
+        np.arange(300, 2000),
+        LearningConfig(refit_lift_tolerance=1.0),  # only the trade count can reject
+        BarrierTargets(min_trades=100),
+        200,  # a 200-row window holds at most ~200 / bars held trades
+    )
+    assert refit["chosen"] == "configured" and (refit["tp_atr"], refit["sl_atr"]) == (2.0, 1.0)
+    assert refit["message"].count("validation trades < 100") == 2
+
+
+@pytest.mark.parametrize("mode", ["judged", "fitted", "off"])
+def test_barrier_refit_modes(bars, mode):
+    config = LearningConfig(
+        training_bars=1500, validation_bars={"30T": 800}, iterations=40, barrier_refit=mode
+    )
+    plan = RetrainPlan(model=KEY.slug, retrain=True, refit_barriers=True)
+    empty = pd.DataFrame(columns=["symbol", "timeframe"])
+    _, info = build_training_set(bars, KEY, START, END, empty, plan, config)
+    barriers = (info["barriers"]["tp_atr"], info["barriers"]["sl_atr"])
+    [verdict] = [r for r in info["plan"]["reasons"] if r.startswith("barrier refit")]
+    if mode == "off":
+        assert barriers == (2.0, 1.0) and info["barrier_refit"] is None
+    elif mode == "fitted":
+        assert info["barrier_refit"]["chosen"] == "fitted" and barriers[0] / barriers[1] > 2.5
+    else:
+        assert info["barrier_refit"]["chosen"] != "fitted" and "rejected" in verdict
+
+
+def test_an_unknown_refit_mode_is_refused():
+    with pytest.raises(ValueError, match="barrier_refit must be one of judged, fitted, off"):
+        LearningConfig(barrier_refit="always")
