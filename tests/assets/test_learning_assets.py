@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from session_learning.cli import main
 from tests.assets.conftest import EURUSD, PERMISSIVE, S1, S2, S3, losers_in
-from tests.builders import frame
+from tests.builders import frame, many
 
 
 def production_files(registry_root: Path) -> dict[str, bytes]:
@@ -168,3 +169,22 @@ def test_a_user_feature_that_looks_ahead_is_refused(pipeline):
     assert failure.step_key == "EURUSD_30T__weighted_training_set"
     assert "looks ahead" in failure.event_specific_data.error.to_string()
     assert p.registry.production_version(EURUSD) is None
+
+
+def test_the_training_set_searches_loser_patterns_outside_its_held_out_span(pipeline):
+    p = pipeline(**PERMISSIVE)
+    inside = many(
+        2, 10, entry_time="2025-02-25T14:00:00+00:00", exit_time="2025-02-25T15:00:00+00:00"
+    )
+    before = many(
+        2, 10, entry_time="2025-01-21T14:00:00+00:00", exit_time="2025-01-21T15:00:00+00:00"
+    )
+    p.journal.add_trades(frame(losers_in(8) + inside + before))
+    result = p.run(S1)
+    assert result.success
+    [event] = result.asset_materializations_for_node("EURUSD_30T__weighted_training_set")
+    held_start, held_end = event.metadata["held_out"].value.split(" .. ")
+    assert pd.Timestamp(held_start) < pd.Timestamp("2025-02-25T14:00Z") < pd.Timestamp(held_end)
+    assert pd.Timestamp(held_start) - pd.Timedelta(days=28) < pd.Timestamp("2025-01-21T15:00Z")
+    # The session's 4 trades and the 12 before the span are searched; the 12 inside are not.
+    assert event.metadata["loser_pattern_trades"].value.startswith("16 used, 12 held out")
