@@ -67,7 +67,9 @@ from session_learning.domain.backtest import CostModel, run_backtest, signals_fr
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import GateThresholds, judge
 from session_learning.domain.learning import (
+    BARRIER_REFITS,
     DEFAULT_COSTS,
+    BarrierTargets,
     LearningConfig,
     LearningError,
     TradingRule,
@@ -591,8 +593,9 @@ class _ArmReplay:
                 plan,
                 learning,
                 (PrecomputedFeatures(state.features),),
+                targets=BarrierTargets.from_gates(self.config.gates, key.timeframe),
             )
-            info["plan"] = plan.to_dict()
+            record["reasons"] = "; ".join(info["plan"]["reasons"])  # with the refit verdict
             candidate = train_candidate(frame, info, learning, state.costs, key.bar)
         except LearningError as exc:
             self.candidates.append({**record, "error": str(exc)})
@@ -973,6 +976,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         learning = replace(learning, iterations=args.iterations)
     if args.training_bars is not None:
         learning = replace(learning, training_bars=args.training_bars)
+    if args.barrier_refit is not None:
+        learning = replace(learning, barrier_refit=args.barrier_refit)
     rules = LearningRules.preset(args.preset)
     return ReplayConfig(
         models=models,
@@ -1062,6 +1067,13 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     parser.add_argument(
         "--training-bars", type=int, default=None, help="rolling training rows (default 6000)"
+    )
+    parser.add_argument(
+        "--barrier-refit",
+        choices=BARRIER_REFITS,
+        default=None,
+        help="TP/SL refit of struggling models: judged against the gates (default), fitted "
+        "(median excursions as they come) or off",
     )
     parser.add_argument(
         "--periodic-every",

@@ -6,8 +6,6 @@ A model that the session's plan leaves untouched (and that has a production mode
 training set, so its candidate and deployment are skipped for that partition.
 """
 
-from dataclasses import replace
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -23,6 +21,7 @@ from session_learning.domain.features import (
 )
 from session_learning.domain.gates import GATES, Judgement, judge
 from session_learning.domain.learning import (
+    BarrierTargets,
     build_training_set,
     effective_plan,
     evaluate_production,
@@ -30,7 +29,7 @@ from session_learning.domain.learning import (
     validation_predictions,
 )
 from session_learning.domain.models import ModelKey
-from session_learning.domain.patterns import find_loser_patterns
+from session_learning.domain.patterns import PatternRules
 from session_learning.domain.trades import valid_trades
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
@@ -49,7 +48,10 @@ class TrainingSetConfig(dg.Config):
         description="Retrain from scratch even when the session's plan leaves the model alone.",
     )
     pattern_lookback_days: int = Field(
-        default=28, description="Days of journal trades searched for volatility loser patterns."
+        default=28,
+        description="Days of journal trades before the candidate's purge searched for loser "
+        "patterns (hour of day, volatility), plus the trades decided after its embargo; trades "
+        "that touched the purge, validation window or embargo are never used.",
     )
 
 
@@ -109,15 +111,10 @@ def build_model_assets(
         bars = market_data.bars(
             key, history_start(key, end, learning.history_bars(key.timeframe)), end
         )
-        # Volatility-regime loser patterns need this model's bars, so they are found here.
-        recent = of_model(recent_trades(journal, (key,), end, config.pattern_lookback_days), key)
-        volatility = [p for p in find_loser_patterns(recent, bars) if p.dimension == "volatility"]
-        if volatility:
-            plan = replace(
-                plan,
-                loser_patterns=plan.loser_patterns + tuple(p.to_dict() for p in volatility),
-                reasons=plan.reasons + tuple(f"loser pattern: {p.message}" for p in volatility),
-            )
+        # Loser patterns are searched in the training set, which knows the held-out span:
+        # it takes the lookback before that span, so the journal is read as far as the bars go.
+        days = int((end - bars.index[0]) / pd.Timedelta(days=1)) + 1 if len(bars) else 1
+        journal_trades = of_model(recent_trades(journal, (key,), end, days), key)
         specs = learning_settings.feature_specs(key.slug)
         for spec in specs:  # a user feature that looks ahead would make every number a lie
             check_no_lookahead(load_feature_function(spec), bars.iloc[-3000:])
@@ -130,9 +127,12 @@ def build_model_assets(
             plan,
             learning,
             feature_functions=feature_set(specs),
+            pattern_trades=journal_trades,
+            pattern_rules=PatternRules(lookback_days=config.pattern_lookback_days),
+            targets=BarrierTargets.from_gates(learning_settings.gate_thresholds(), key.timeframe),
         )
         info["feature_functions"] = specs
-        info["plan"] = plan.to_dict()
+        plan = RetrainPlan.from_dict(info["plan"])
         yield dg.Output(
             {"frame": frame, "info": info},
             metadata={
@@ -145,6 +145,11 @@ def build_model_assets(
                 "unmatched": markdown_table(pd.DataFrame(info["unmatched_trades"])),
                 "validation_window": f"{info['split']['validation_start']} .. {info['split']['validation_end']}",
                 "plan": "; ".join(plan.reasons),
+                "held_out": " .. ".join(info["held_out"]),
+                "loser_pattern_trades": (
+                    "{trades_used} used, {trades_held_out} held out (touched the held-out "
+                    "span)".format(**info["loser_pattern_search"])
+                ),
             },
         )
 

@@ -37,7 +37,8 @@ _RULE_HELP = {
     "struggling_min_trades": "Trades a model needs before it can be called struggling.",
     "warning_win_rate": "Breakdown status 'warning' below this win rate.",
     "overconfidence": "Losers above this confidence that hit the stop are overconfident.",
-    "min_overconfident_losers": "Overconfident losers needed to flag the session.",
+    "min_overconfident_losers": "Overconfident losers a model needs in the session to be "
+    "flagged and treated (more regularization, higher edge, boosts).",
     "overconfident_loser_boost": "Sample weight of an overconfident loser's entry bar.",
     "overconfident_l2_leaf_reg": "CatBoost l2_leaf_reg when the model was overconfident.",
     "overconfident_depth_reduction": "Tree depth reduction when the model was overconfident.",

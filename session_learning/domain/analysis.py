@@ -34,7 +34,9 @@ class LearningRules:
     struggling_win_rate: float = 0.40
     struggling_min_trades: int = 2
     warning_win_rate: float = 0.55
-    # Overconfident losers: losers above this confidence that hit their stop.
+    # Overconfident losers: losers above this confidence that hit their stop. A model with at
+    # least min_overconfident_losers of them in the session has the problem, and only such a
+    # model gets the overconfidence treatment (one rule, one threshold: overconfident_models).
     overconfidence: float = 0.50
     min_overconfident_losers: int = 3
     overconfident_loser_boost: float = 3.0
@@ -179,6 +181,22 @@ def _overconfident_mask(trades: pd.DataFrame, rules: LearningRules) -> pd.Series
     )
 
 
+def overconfident_models(trades: pd.DataFrame, rules: LearningRules) -> dict[ModelKey, list[str]]:
+    """The models whose session had at least ``min_overconfident_losers`` overconfident losers
+    (confidence above ``overconfidence``, stopped out), with those losers' trade ids.
+
+    The one rule for overconfidence: ``detect_problems`` raises the problem for exactly these
+    models and ``build_plans`` treats exactly these models (a model with fewer such losers is
+    neither flagged nor treated, whatever the other models did).
+    """
+    over = trades.loc[_overconfident_mask(trades, rules)]
+    found = {}
+    for (symbol, timeframe), frame in over.groupby(["symbol", "timeframe"], sort=True):
+        if len(frame) >= rules.min_overconfident_losers:
+            found[ModelKey(symbol, timeframe)] = sorted(frame["trade_id"].astype(str))
+    return found
+
+
 def _bias(trades: pd.DataFrame, rules: LearningRules) -> tuple[str, dict] | None:
     """The weak direction when both directions traded enough and their win rates diverge."""
     stats = {d: _stats(trades.loc[trades["direction"] == d]) for d in ("long", "short")}
@@ -233,17 +251,15 @@ def detect_problems(trades: pd.DataFrame, rules: LearningRules = LearningRules()
                     evidence=evidence,
                 )
             )
-    over = _overconfident_mask(trades, rules)
-    if int(over.sum()) >= rules.min_overconfident_losers:
+    for key, trade_ids in overconfident_models(trades, rules).items():
         problems.append(
             Problem(
                 "overconfident_losers",
-                f"{int(over.sum())} trades with confidence > {rules.overconfidence} hit stop loss:"
-                " model overconfident",
-                evidence={
-                    "count": int(over.sum()),
-                    "trade_ids": sorted(trades.loc[over, "trade_id"].astype(str)),
-                },
+                f"{key.symbol} {key.timeframe}: {len(trade_ids)} trades with confidence > "
+                f"{rules.overconfidence} hit stop loss (>= {rules.min_overconfident_losers}): "
+                "model overconfident",
+                model=key.slug,
+                evidence={"count": len(trade_ids), "trade_ids": trade_ids},
             )
         )
     bias = _bias(trades, rules)
@@ -306,8 +322,10 @@ def build_plans(
     """One plan per configured model.
 
     A model is retrained when the session triggered learning and the model lost at least one
-    trade or is struggling; a model with only winners is left untouched. Session-wide problems
-    (overconfidence, session bias) apply to the models whose losers show them. Flagged loser
+    trade or is struggling; a model with only winners is left untouched. Overconfidence is
+    treated exactly where ``detect_problems`` raised it (``overconfident_models``: the same rule
+    and threshold); the session-wide directional bias applies to the models whose losers show
+    it. Flagged loser
     patterns (``patterns`` by model slug) ride along: their training rows weigh more.
     """
     base = RetrainPlan(
@@ -317,11 +335,14 @@ def build_plans(
         depth=rules.base_depth,
         edge_threshold=rules.base_edge_threshold,
     )
-    session_over = any(p.kind == "overconfident_losers" for p in problems)
+    overconfident = {
+        p.model: list(p.evidence.get("trade_ids", ()))
+        for p in problems
+        if p.kind == "overconfident_losers" and p.model is not None
+    }
     session_bias = next(
         (p.direction for p in problems if p.kind == "directional_bias" and p.model is None), None
     )
-    over_mask = _overconfident_mask(trades, rules)
     plans: dict[str, RetrainPlan] = {}
     for key in models:
         mine = (trades["symbol"] == key.symbol) & (trades["timeframe"] == key.timeframe)
@@ -342,14 +363,14 @@ def build_plans(
         if struggling:
             reasons.append("struggling: focused retrain, TP/SL re-fitted to volatility")
             plan = replace(plan, refit_barriers=True)
-        my_over = frame.loc[over_mask.loc[mine]]
-        if session_over and not my_over.empty:
+        my_over = overconfident.get(key.slug, [])
+        if my_over:
             reasons.append(
                 f"overconfident: {len(my_over)} high-confidence stop-loss loser(s) boosted "
                 f"{rules.overconfident_loser_boost:g}x, more regularization, edge threshold "
                 f"{rules.base_edge_threshold:g} -> {rules.overconfident_edge_threshold:g}"
             )
-            for trade_id in my_over["trade_id"].astype(str):
+            for trade_id in my_over:
                 boosts[trade_id] = max(boosts.get(trade_id, 1.0), rules.overconfident_loser_boost)
             plan = replace(
                 plan,
@@ -431,12 +452,17 @@ def analyze_session(
     rules: LearningRules = LearningRules(),
     patterns: Mapping[str, Sequence[LoserPattern]] | None = None,
 ) -> ProblemReport:
-    """Run the whole analysis on a session's valid trades (and loser patterns found over a
-    longer lookback of the journal, by model slug)."""
+    """Run the whole analysis on a session's valid trades.
+
+    ``patterns`` (by model slug: loser patterns found over a longer lookback of the journal)
+    are reported, not put in the plans: that lookback overlaps the candidates' validation
+    windows. The training set searches again, without the trades its held-out span touched
+    (``learning.build_training_set(pattern_trades=...)``), and weights rows by what it finds.
+    """
     summary = session_summary(trades)
     trigger = trigger_status(trades, rules)
     problems = detect_problems(trades, rules)
-    plans = build_plans(trades, models, problems, trigger, rules, patterns)
+    plans = build_plans(trades, models, problems, trigger, rules)
     return ProblemReport(
         session_start=pd.Timestamp(session_start).isoformat(),
         session_end=pd.Timestamp(session_end).isoformat(),

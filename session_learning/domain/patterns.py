@@ -61,6 +61,8 @@ class PatternRules:
     atr_period: int = 14
     confidence_edges: tuple[float, float] = (0.5, 0.7)
     held_bar_edges: tuple[float, float] = (3.0, 12.0)
+    # For training weights: days of trades searched before a candidate's held-out span.
+    lookback_days: int = 28
 
     def __post_init__(self) -> None:
         if self.hour_block < 1 or 24 % self.hour_block:
@@ -73,6 +75,8 @@ class PatternRules:
             raise ValueError("min_trades must be >= 1 and min_losers >= 0")
         if self.volatility_window < 3 or self.atr_period < 1:
             raise ValueError("volatility_window must be >= 3 and atr_period >= 1")
+        if self.lookback_days < 1:
+            raise ValueError(f"lookback_days must be >= 1, got {self.lookback_days}")
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,41 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 
 def atr_percentile(bars: pd.DataFrame, window: int = 240, atr_period: int = 14) -> pd.Series:
     """Percentile rank in (0, 1] of each bar's ATR among the ATRs of the last ``window`` bars
-    (itself included; ties share the average rank). Causal; NaN until ``window`` ATRs exist."""
-    return atr(bars, atr_period).rolling(window, min_periods=window).rank(pct=True)
+    (itself included; ties share the average rank). Causal; NaN until ``window`` ATRs exist,
+    and NaN wherever the ``window + atr_period`` bars it rests on hold a bar without prices
+    (``held_out_bars`` blanks bars that way)."""
+    ranks = atr(bars, atr_period).rolling(window, min_periods=window).rank(pct=True)
+    missing = bars[["high", "low", "close"]].isna().any(axis=1).astype(float)
+    if not missing.any():
+        return ranks
+    touched = missing.rolling(window + atr_period, min_periods=1).max().to_numpy() > 0
+    return ranks.where(~touched)
+
+
+def held_out_bars(bars: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """``bars`` with the prices of bars opening in ``[start, end)`` blanked (NaN), so that no ATR
+    percentile (search or weights) rests on them."""
+    index = _utc_index(bars)
+    out = bars.copy()
+    held = (index >= start) & (index < end)
+    out.loc[held, ["open", "high", "low", "close"]] = np.nan
+    return out
+
+
+def trades_outside(
+    trades: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, bar: pd.Timedelta
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``trades`` into those a pattern search may use when the bars opening in
+    ``[start, end)`` are held out (a candidate's purge, validation window and embargo), and the
+    rest: a trade may be used when it was over before ``start`` (exited before that bar opened)
+    or decided at or after ``end`` (its decision bar opened there or later). Any other trade saw
+    a held-out price, or its outcome did."""
+    if trades.empty:
+        return trades, trades
+    decided = pd.DatetimeIndex(decision_bar_times(trades["entry_time"], bar))
+    exited = pd.DatetimeIndex(pd.to_datetime(trades["exit_time"], utc=True))
+    usable = np.asarray((exited < start) | (decided >= end))
+    return trades.loc[usable], trades.loc[~usable]
 
 
 def volatility_regime(percentile: pd.Series) -> pd.Series:

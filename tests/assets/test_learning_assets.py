@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from session_learning.cli import main
 from session_learning.resources.registry import RegistryError
 from tests.assets.conftest import EURUSD, PERMISSIVE, S1, S2, S3, losers_in
-from tests.builders import frame
+from tests.builders import frame, many
 from tests.judgements import redeploy_with_rule
 
 
@@ -400,3 +401,22 @@ def test_a_live_card_edited_after_judgement_stops_signals_and_changes_nothing(de
         p.registry.update_card(EURUSD, live, trading_rule={"min_confidence": 0.0})
     assert card_path.read_bytes() == sealed
     assert p.monitor("2025-03-05T10:00:00+00:00").success
+
+
+def test_the_training_set_searches_loser_patterns_outside_its_held_out_span(pipeline):
+    p = pipeline(**PERMISSIVE)
+    inside = many(
+        2, 10, entry_time="2025-02-25T14:00:00+00:00", exit_time="2025-02-25T15:00:00+00:00"
+    )
+    before = many(
+        2, 10, entry_time="2025-01-21T14:00:00+00:00", exit_time="2025-01-21T15:00:00+00:00"
+    )
+    p.journal.add_trades(frame(losers_in(8) + inside + before))
+    result = p.run(S1)
+    assert result.success
+    [event] = result.asset_materializations_for_node("EURUSD_30T__weighted_training_set")
+    held_start, held_end = event.metadata["held_out"].value.split(" .. ")
+    assert pd.Timestamp(held_start) < pd.Timestamp("2025-02-25T14:00Z") < pd.Timestamp(held_end)
+    assert pd.Timestamp(held_start) - pd.Timedelta(days=28) < pd.Timestamp("2025-01-21T15:00Z")
+    # The session's 4 trades and the 12 before the span are searched; the 12 inside are not.
+    assert event.metadata["loser_pattern_trades"].value.startswith("16 used, 12 held out")

@@ -202,3 +202,40 @@ def test_flagged_loser_patterns_ride_along_in_the_plan():
     assert plans["EURUSD_30T"].loser_patterns == (pattern.to_dict(),)
     assert any("loser pattern" in r for r in plans["EURUSD_30T"].reasons)
     assert plans["GBPUSD_15T"].loser_patterns == ()
+
+
+@pytest.mark.parametrize("threshold", [2, 3, 4])
+def test_overconfidence_is_one_rule_for_the_problem_and_the_plan(threshold):
+    # EURUSD: 3 overconfident stop-loss losers; GBPUSD: 1; XAUUSD: 2. One threshold decides both
+    # which models have the problem and which plans get the treatment.
+    rules = LearningRules(min_overconfident_losers=threshold)
+    rows = [trade(win=False, confidence=0.8) for _ in range(3)] + many(3, 0)
+    rows += [trade(win=False, confidence=0.9, symbol="GBPUSD", timeframe="15T")]
+    rows += [
+        trade(
+            win=False,
+            confidence=0.7,
+            symbol="XAUUSD",
+            timeframe="5T",
+            entry_price=2000.0,
+            risk=2.0,
+        )
+        for _ in range(2)
+    ]
+    t = trades(rows)
+    problems = detect_problems(t, rules)
+    plans = build_plans(t, MODELS, problems, trigger_status(t, rules), rules)
+    counts = {"EURUSD_30T": 3, "GBPUSD_15T": 1, "XAUUSD_5T": 2}
+    flagged = {p.model for p in problems if p.kind == "overconfident_losers"}
+    treated = {slug for slug, plan in plans.items() if plan.edge_threshold == 0.12}
+    expected = {slug for slug, n in counts.items() if n >= threshold}
+    assert flagged == treated == expected
+    for slug, plan in plans.items():
+        assert plan.retrain  # every model lost: each is retrained, treated or not
+        if slug in expected:
+            assert plan.l2_leaf_reg == 10.0 and plan.depth == 5
+            assert set(plan.trade_boosts.values()) == {3.0}
+        else:
+            assert plan.l2_leaf_reg == 3.0 and plan.depth == 6
+            assert set(plan.trade_boosts.values()) == {2.0}
+            assert not any("overconfident" in r for r in plan.reasons)
