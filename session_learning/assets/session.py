@@ -19,6 +19,7 @@ from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     export_session,
+    judge_unplaceable,
     quarantine_counts,
     quarantined_trades,
     valid_trades,
@@ -107,7 +108,8 @@ def build_session_assets(
                 "session_trades_are_clean",
                 "session_trades",
                 partitions_def,
-                description="Warns when journal rows of the session were quarantined.",
+                description="Warns when journal rows of the session were quarantined, or when "
+                "any journal row has an exit time no session can contain.",
             )
         ],
     )
@@ -123,7 +125,9 @@ def build_session_assets(
         trades = validate_trades(raw, known_models=models)
         bad = quarantined_trades(trades)
         good = valid_trades(trades)
-        unplaceable = len(journal.journal().unplaceable_trades())
+        # Rows no session contains fail every session's check until they are corrected, so a
+        # written row can never vanish unreported.
+        unplaced = judge_unplaceable(journal.journal().unplaceable_trades(), known_models=models)
         yield dg.Output(
             trades,
             metadata={
@@ -135,21 +139,36 @@ def build_session_assets(
                 "quarantined_rows": markdown_table(
                     bad[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
                 ),
-                "journal_rows_without_exit_time": unplaceable,
+                "journal_rows_without_exit_time": len(unplaced),
+                "rows_in_no_session": markdown_table(
+                    unplaced[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
+                ),
             },
         )
         counts = quarantine_counts(trades)
+        problems = []
+        if not bad.empty:
+            problems.append(
+                f"{len(bad)} row(s) quarantined: "
+                + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
+            )
+        if not unplaced.empty:
+            problems.append(
+                f"{len(unplaced)} journal row(s) belong to no session, their exit_time cannot be "
+                f"placed (trade_id {', '.join(map(str, unplaced['trade_id'].head(5)))}"
+                f"{', ...' if len(unplaced) > 5 else ''}): correct them and re-import with "
+                "session-learning import-trades --apply-corrections"
+            )
         yield dg.AssetCheckResult(
             check_name="session_trades_are_clean",
-            passed=bad.empty,
+            passed=not problems,
             severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                "all journal rows passed the quality rules"
-                if bad.empty
-                else f"{len(bad)} row(s) quarantined: "
-                + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
-            ),
-            metadata={"quarantined": len(bad), **{f"reason: {k}": v for k, v in counts.items()}},
+            description="; ".join(problems) or "all journal rows passed the quality rules",
+            metadata={
+                "quarantined": len(bad),
+                "rows_in_no_session": len(unplaced),
+                **{f"reason: {k}": v for k, v in counts.items()},
+            },
         )
 
     @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"csv"})

@@ -79,8 +79,10 @@ def test_rows_without_exit_time_are_reported_not_lost(journal):
 def test_import_csv_is_idempotent(journal, tmp_path):
     path = tmp_path / "trades.csv"
     frame([trade(trade_id="a"), trade(trade_id="b", win=False)]).to_csv(path, index=False)
-    assert journal.import_csv(path) == {"read": 2, "written": 2, "already_present": 0}
-    assert journal.import_csv(path) == {"read": 2, "written": 0, "already_present": 2}
+    first, second = journal.import_csv(path), journal.import_csv(path)
+    assert (first.read, first.written, first.already_present) == (2, 2, 0)
+    assert (second.read, second.written, second.already_present) == (2, 0, 2)
+    assert second.conflict_count == 0
     assert journal.count_trades() == 2
 
 
