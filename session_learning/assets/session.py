@@ -1,6 +1,7 @@
 """Session analysis assets: trades of the session, CSV exports, breakdown, problem report."""
 
 import dataclasses
+import math
 import typing
 
 import dagster as dg
@@ -198,7 +199,7 @@ def build_session_assets(
         return dg.Output(
             table,
             metadata={
-                "breakdown": markdown_table(table),
+                "breakdown": markdown_table(with_na(table)),
                 "models_failing": int((models_only["status"] == "failing").sum()),
                 "models_warning": int((models_only["status"] == "warning").sum()),
             },
@@ -241,6 +242,18 @@ def of_model(trades: pd.DataFrame, key: ModelKey) -> pd.DataFrame:
     return trades.loc[(trades["symbol"] == key.symbol) & (trades["timeframe"] == key.timeframe)]
 
 
+def _rate(value: float | None) -> dg.MetadataValue:
+    """A win rate or profit factor for the UI: "n/a" when there was nothing to measure."""
+    if value is None:
+        return dg.MetadataValue.text("n/a")
+    return dg.MetadataValue.float(value) if math.isfinite(value) else dg.MetadataValue.text("∞")
+
+
+def with_na(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every missing value written as "n/a" (for Markdown and CSV)."""
+    return table.astype(object).where(table.notna(), "n/a")
+
+
 def report_metadata(report: ProblemReport) -> dict:
     """UI metadata of a problem report: trigger, problems and plans as tables."""
     problems = pd.DataFrame(
@@ -268,7 +281,8 @@ def report_metadata(report: ProblemReport) -> dict:
         "triggered": report.trigger.triggered,
         "trigger": report.trigger.message,
         "trades": report.summary["trades"],
-        "win_rate": float(report.summary["win_rate"]),
+        "win_rate": _rate(report.summary["win_rate"]),
+        "profit_factor": _rate(report.summary["profit_factor"]),
         "pnl": float(report.summary["pnl"]),
         "problems_found": len(report.problems),
         "models_to_retrain": sum(p.retrain for p in report.plans.values()),
