@@ -329,6 +329,24 @@ def _stored_by_trade_id(conn: sa.Connection, trade_ids: set[str]) -> dict[str, d
     return found
 
 
+def _same_row_without_id(conn: sa.Connection, row: dict, columns: set[str]) -> bool:
+    """Whether a journaled row without trade_id says the same as ``row`` (also without)."""
+    query = sa.select(trades_table).where(trades_table.c.trade_id.is_(None))
+    for column in ("symbol", "exit_time"):
+        value = row[column]
+        query = query.where(
+            trades_table.c[column].is_(None) if value is None else trades_table.c[column] == value
+        )
+    candidates = [dict(r) for r in conn.execute(query).mappings()]
+    if candidates:
+        ids = [c["row_id"] for c in candidates]
+        raw = sa.select(raw_values_table).where(raw_values_table.c.row_id.in_(ids))
+        by_row = {c["row_id"]: c for c in candidates}
+        for r in conn.execute(raw):
+            by_row[r.row_id].setdefault(RAW_KEY, {})[r.column_name] = r.raw_text
+    return any(not _differences(c, row, columns) for c in candidates)
+
+
 def _as_written(row: dict, column: str) -> object:
     return (row.get(RAW_KEY) or {}).get(column, row.get(column))
 
@@ -547,7 +565,9 @@ class TradeJournal:
             report.read += 1
             report.note_row(line, row)
             trade_id = row["trade_id"]
-            if trade_id in queued_ids:
+            if trade_id is None:
+                deferred.append((line, row))  # matched by its values, after the rows with ids
+            elif trade_id in queued_ids:
                 deferred.append((line, row))  # a second copy in the file: judged after the first
             elif trade_id is not None and trade_id in stored:
                 self._reconcile(
@@ -560,6 +580,15 @@ class TradeJournal:
         _insert(conn, queued)
         report.written += len(queued)
         for line, row in deferred:
+            if row["trade_id"] is None:
+                # Without an id a row can only be recognised by its values: an identical row
+                # already journaled is the same trade, anything else is new.
+                if _same_row_without_id(conn, row, columns):
+                    report.already_present += 1
+                else:
+                    _insert(conn, [row])
+                    report.written += 1
+                continue
             previous = _stored_by_trade_id(conn, {row["trade_id"]})[row["trade_id"]]
             self._reconcile(conn, previous, row, line, report, apply_corrections, columns)
 
@@ -607,11 +636,19 @@ class TradeJournal:
                     "corrected_at": row["recorded_at"],
                     "source": f"{report.path} line {line}",
                     "changes": json.dumps({k: list(v) for k, v in changes.items()}),
-                    "previous": json.dumps({k: v for k, v in stored.items() if k != RAW_KEY}),
+                    "previous": json.dumps(
+                        {k: v for k, v in stored.items() if k != RAW_KEY}
+                        | {"raw": stored.get(RAW_KEY)}
+                    ),
                 }
             ],
         )
         report.corrected += 1
+        previous = {k: v for k, v in stored.items() if k != RAW_KEY}
+        stored.clear()
+        stored.update(previous, **values)  # a later line of the file compares with this one
+        if raw:
+            stored[RAW_KEY] = raw
 
     def corrections(self) -> pd.DataFrame:
         """Every correction applied to journaled trades, oldest first."""

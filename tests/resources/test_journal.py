@@ -271,3 +271,14 @@ def test_a_file_that_fails_part_way_writes_nothing(journal, tmp_path):
     with pytest.raises(TradeImportError, match=r"line 7 column 11: byte 0xe9 .*--encoding latin-1"):
         journal.import_csv(path, chunk_rows=2)
     assert journal.count_trades() == 0
+
+
+def test_rows_without_trade_id_are_recognised_by_their_values_on_reimport(journal, tmp_path):
+    anonymous = {**trade(), "trade_id": ""}
+    path = _csv(tmp_path, [anonymous, {**anonymous, "exit_time": "2025-01-06T05:45:00+00:00"}])
+    assert journal.import_csv(path).written == 2
+    again = journal.import_csv(path)
+    assert (again.written, again.already_present) == (0, 2)
+    assert journal.count_trades() == 2
+    reasons = _reasons(journal.trades_exited_between(*SESSION))
+    assert all("missing value: trade_id" in r for r in reasons.values())  # quarantined, kept
