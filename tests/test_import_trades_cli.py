@@ -172,3 +172,24 @@ def test_readme_has_the_data_contract_with_every_column():
         assert re.search(rf"^\| `{column}` \| (required|optional) \|", section, re.M), column
     for phrase in ("price units", "0..1", "ISO 8601", "UTC", "exit_time", "--map"):
         assert phrase in section, phrase
+
+
+def test_a_line_with_too_many_fields_is_one_line(run, journal, tmp_path):
+    path = tmp_path / "ragged.csv"
+    _rows().to_csv(path, index=False)
+    with path.open("a") as handle:
+        handle.write("c9,EURUSD,30T,long,x,1,x,1,1,1,stop_loss,1,0.5,v,extra\n")
+    code, _, err = run(str(path))
+    line = _one_error_line(err)
+    assert code == 2 and str(path) in line and "line 5" in line and "--delimiter" in line
+    assert journal.count_trades() == 0
+
+
+def test_text_longer_than_its_column_names_the_line_on_every_database(run, journal, tmp_path):
+    path = tmp_path / "long.csv"
+    _rows().assign(exit_reason=["stop_loss", "x" * 40, "stop_loss"]).to_csv(path, index=False)
+    code, _, err = run(str(path))
+    line = _one_error_line(err)
+    assert code == 2
+    assert f"{path} line 3: exit_reason is 40 characters long, the journal keeps at most 32" in line
+    assert journal.count_trades() == 0

@@ -329,6 +329,25 @@ def _stored_by_trade_id(conn: sa.Connection, trade_ids: set[str]) -> dict[str, d
     return found
 
 
+_LENGTHS = {
+    c.name: c.type.length
+    for c in trades_table.columns
+    if isinstance(c.type, sa.String) and c.type.length and c.name in TRADE_COLUMNS
+}
+
+
+def _check_lengths(row: dict, path: str, line: int) -> None:
+    """Refuse text longer than its journal column (PostgreSQL would refuse it anyway, with a
+    message that names neither the file nor the line)."""
+    for column, limit in _LENGTHS.items():
+        value = row[column]
+        if value is not None and len(value) > limit:
+            raise TradeImportError(
+                f"{path} line {line}: {column} is {len(value)} characters long, the journal "
+                f"keeps at most {limit}; shorten it in the file. Nothing was written."
+            )
+
+
 def _same_row_without_id(conn: sa.Connection, row: dict, columns: set[str]) -> bool:
     """Whether a journaled row without trade_id says the same as ``row`` (also without)."""
     query = sa.select(trades_table).where(trades_table.c.trade_id.is_(None))
@@ -540,7 +559,7 @@ class TradeJournal:
                 raise TradeImportError(_decode_error(path, encoding, exc)) from None
             except pd.errors.ParserError as exc:
                 raise TradeImportError(
-                    f"{path}: {exc}; check the quoting and the delimiter (read with "
+                    f"{path}: {str(exc).strip()}; check the quoting and the delimiter (read with "
                     f"{delimiter!r}; pass --delimiter to choose another). Nothing was written."
                 ) from None
         return report
@@ -562,6 +581,7 @@ class TradeJournal:
         deferred: list[tuple[int, dict]] = []
         for offset, row in enumerate(rows):
             line = first_line + offset
+            _check_lengths(row, report.path, line)
             report.read += 1
             report.note_row(line, row)
             trade_id = row["trade_id"]
