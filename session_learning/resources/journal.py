@@ -155,7 +155,9 @@ class Conflict:
 
 @dataclass
 class ImportReport:
-    """What an import did with every row of the file."""
+    """What an import did with every line of the file: each is ``written``,
+    ``already_present`` or a conflict (``corrected`` when applied). ``unplaceable`` and
+    ``not_numbers`` count the lines the session rules will quarantine for what they wrote."""
 
     path: str
     delimiter: str = ","
