@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _common import BENCH, REPO, header, median
 
-BENCHMARKS = ("backtest", "session", "training", "replay")
+BENCHMARKS = ("backtest", "session", "training", "replay", "import")
 
 
 def ensure_vectorbt(install: bool) -> bool:
@@ -118,6 +118,18 @@ def summary(results: dict) -> list[tuple[str, str, str, str]]:
                     "",
                 )
             )
+    if "import" in results:
+        i = results["import"]
+        small, large = i["sizes"]
+        rows.append(
+            (
+                f"import-trades: peak RSS, {large['rows']:,} / {small['rows']:,} rows",
+                f"{i['peak_ratio']:.2f}x ({small['peak_kib'] / 1024:.0f} -> "
+                f"{large['peak_kib'] / 1024:.0f} MiB)",
+                "flat (~1x)",
+                verdict(i["peak_ratio"] <= 1.2),
+            )
+        )
     return rows
 
 

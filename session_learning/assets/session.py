@@ -1,6 +1,7 @@
 """Session analysis assets: trades of the session, CSV exports, breakdown, problem report."""
 
 import dataclasses
+import math
 import typing
 
 import dagster as dg
@@ -19,6 +20,7 @@ from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     export_session,
+    judge_unplaceable,
     quarantine_counts,
     quarantined_trades,
     valid_trades,
@@ -108,7 +110,8 @@ def build_session_assets(
                 "session_trades_are_clean",
                 "session_trades",
                 partitions_def,
-                description="Warns when journal rows of the session were quarantined.",
+                description="Warns when journal rows of the session were quarantined, or when "
+                "any journal row has an exit time no session can contain.",
             )
         ],
     )
@@ -124,7 +127,9 @@ def build_session_assets(
         trades = validate_trades(raw, known_models=models)
         bad = quarantined_trades(trades)
         good = valid_trades(trades)
-        unplaceable = len(journal.journal().unplaceable_trades())
+        # Rows no session contains fail every session's check until they are corrected, so a
+        # written row can never vanish unreported.
+        unplaced = judge_unplaceable(journal.journal().unplaceable_trades(), known_models=models)
         yield dg.Output(
             trades,
             metadata={
@@ -136,21 +141,36 @@ def build_session_assets(
                 "quarantined_rows": markdown_table(
                     bad[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
                 ),
-                "journal_rows_without_exit_time": unplaceable,
+                "journal_rows_without_exit_time": len(unplaced),
+                "rows_in_no_session": markdown_table(
+                    unplaced[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
+                ),
             },
         )
         counts = quarantine_counts(trades)
+        problems = []
+        if not bad.empty:
+            problems.append(
+                f"{len(bad)} row(s) quarantined: "
+                + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
+            )
+        if not unplaced.empty:
+            problems.append(
+                f"{len(unplaced)} journal row(s) belong to no session, their exit_time cannot be "
+                f"placed (trade_id {', '.join(map(str, unplaced['trade_id'].head(5)))}"
+                f"{', ...' if len(unplaced) > 5 else ''}): correct them and re-import with "
+                "session-learning import-trades --apply-corrections"
+            )
         yield dg.AssetCheckResult(
             check_name="session_trades_are_clean",
-            passed=bad.empty,
+            passed=not problems,
             severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                "all journal rows passed the quality rules"
-                if bad.empty
-                else f"{len(bad)} row(s) quarantined: "
-                + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
-            ),
-            metadata={"quarantined": len(bad), **{f"reason: {k}": v for k, v in counts.items()}},
+            description="; ".join(problems) or "all journal rows passed the quality rules",
+            metadata={
+                "quarantined": len(bad),
+                "rows_in_no_session": len(unplaced),
+                **{f"reason: {k}": v for k, v in counts.items()},
+            },
         )
 
     @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"csv"})
@@ -180,7 +200,7 @@ def build_session_assets(
         return dg.Output(
             table,
             metadata={
-                "breakdown": markdown_table(table),
+                "breakdown": markdown_table(with_na(table)),
                 "models_failing": int((models_only["status"] == "failing").sum()),
                 "models_warning": int((models_only["status"] == "warning").sum()),
             },
@@ -223,6 +243,18 @@ def of_model(trades: pd.DataFrame, key: ModelKey) -> pd.DataFrame:
     return trades.loc[(trades["symbol"] == key.symbol) & (trades["timeframe"] == key.timeframe)]
 
 
+def _rate(value: float | None) -> dg.MetadataValue:
+    """A win rate or profit factor for the UI: "n/a" when there was nothing to measure."""
+    if value is None:
+        return dg.MetadataValue.text("n/a")
+    return dg.MetadataValue.float(value) if math.isfinite(value) else dg.MetadataValue.text("∞")
+
+
+def with_na(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every missing value written as "n/a" (for Markdown and CSV)."""
+    return table.astype(object).where(table.notna(), "n/a")
+
+
 def report_metadata(report: ProblemReport) -> dict:
     """UI metadata of a problem report: trigger, problems and plans as tables."""
     problems = pd.DataFrame(
@@ -250,7 +282,8 @@ def report_metadata(report: ProblemReport) -> dict:
         "triggered": report.trigger.triggered,
         "trigger": report.trigger.message,
         "trades": report.summary["trades"],
-        "win_rate": float(report.summary["win_rate"]),
+        "win_rate": _rate(report.summary["win_rate"]),
+        "profit_factor": _rate(report.summary["profit_factor"]),
         "pnl": float(report.summary["pnl"]),
         "problems_found": len(report.problems),
         "models_to_retrain": sum(p.retrain for p in report.plans.values()),

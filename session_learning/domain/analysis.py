@@ -66,6 +66,8 @@ class LearningRules:
 
 
 def _stats(frame: pd.DataFrame) -> dict:
+    """Counts, win rate and profit factor; a rate that has nothing to measure is None (n/a):
+    the win rate of no trades, the profit factor without winners or losers."""
     trades = len(frame)
     winners = int((frame["pnl"] > 0).sum())
     losers = int((frame["pnl"] < 0).sum())
@@ -74,12 +76,12 @@ def _stats(frame: pd.DataFrame) -> dict:
     if gross_loss > 0:
         pf = gross_win / gross_loss
     else:
-        pf = math.inf if gross_win > 0 else 0.0
+        pf = math.inf if gross_win > 0 else None
     return {
         "trades": trades,
         "winners": winners,
         "losers": losers,
-        "win_rate": winners / trades if trades else 0.0,
+        "win_rate": winners / trades if trades else None,
         "pnl": float(frame["pnl"].sum()),
         "profit_factor": pf,
     }
@@ -200,7 +202,7 @@ def overconfident_models(trades: pd.DataFrame, rules: LearningRules) -> dict[Mod
 def _bias(trades: pd.DataFrame, rules: LearningRules) -> tuple[str, dict] | None:
     """The weak direction when both directions traded enough and their win rates diverge."""
     stats = {d: _stats(trades.loc[trades["direction"] == d]) for d in ("long", "short")}
-    if min(s["trades"] for s in stats.values()) < rules.bias_min_trades_per_direction:
+    if min(s["trades"] for s in stats.values()) < max(1, rules.bias_min_trades_per_direction):
         return None
     gap = stats["short"]["win_rate"] - stats["long"]["win_rate"]
     if abs(gap) < rules.bias_win_rate_gap:

@@ -19,7 +19,8 @@ TIMEFRAMES: dict[str, pd.Timedelta] = {
 DIRECTIONS = ("long", "short")
 EXIT_REASONS = ("take_profit", "stop_loss", "timeout", "manual")
 
-# Columns of one closed trade, in journal order (see the data contract in the README).
+# Columns of one closed trade, in journal order ("Data contract" in the README; the types and
+# units are in DATA_CONTRACT, session_learning/domain/trades.py).
 TRADE_COLUMNS = (
     "trade_id",
     "symbol",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,8 +29,43 @@ from session_learning.domain.models import (
 TIME_COLUMNS = ("entry_time", "exit_time")
 PRICE_COLUMNS = ("entry_price", "exit_price", "stop_loss", "take_profit")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "pnl", "confidence")
-REQUIRED_COLUMNS = tuple(c for c in TRADE_COLUMNS if c != "model_version")
+OPTIONAL_COLUMNS = ("model_version",)
+REQUIRED_COLUMNS = tuple(c for c in TRADE_COLUMNS if c not in OPTIONAL_COLUMNS)
 QUARANTINE_COLUMN = "quarantine_reason"
+
+# The journal's data contract, one entry per column: (type, meaning and units). The README's
+# "Data contract" section and ``session-learning import-trades --help`` say the same; a test
+# holds them to this table.
+DATA_CONTRACT: dict[str, tuple[str, str]] = {
+    "trade_id": ("text", "unique id of the trade; a re-import with the same id is a correction"),
+    "symbol": ("text", "instrument, as configured (EURUSD, XAUUSD, ...)"),
+    "timeframe": ("text", "model timeframe: 5T, 15T, 30T, 1H or 4H"),
+    "direction": ("text", "long or short"),
+    "entry_time": ("time", "when the trade was entered (ISO 8601 with offset)"),
+    "entry_price": ("number", "fill price of the entry, in price units"),
+    "exit_time": ("time", "when the trade was closed; places it in its session"),
+    "exit_price": ("number", "fill price of the exit, in price units"),
+    "stop_loss": ("number", "stop-loss level, in price units"),
+    "take_profit": ("number", "take-profit level, in price units"),
+    "exit_reason": ("text", "take_profit, stop_loss, timeout or manual"),
+    "pnl": ("number", "result per unit in price units (exit - entry for a long), after costs"),
+    "confidence": ("number", "the model's probability for the direction, 0..1"),
+    "model_version": ("text", "registry version that produced the trade (empty if unknown)"),
+}
+TIME_FORMAT_RULE = (
+    "Times are ISO 8601 with a UTC offset: 2025-01-06T05:30:00+00:00, 2025-01-06T05:30:00Z, "
+    "2025-01-06 07:30:00+02:00 (converted to UTC). A time without an offset, an epoch number "
+    "(seconds or milliseconds) or a year outside 1678..2261 is quarantined with its reason."
+)
+SESSION_RULE = (
+    "A trade belongs to the session [start, end) in UTC that contains its exit_time; a row "
+    "whose exit_time cannot be placed fails every session's session_trades_are_clean check "
+    "until it is corrected."
+)
+NUMBER_RULE = (
+    "Numbers use a decimal point and no thousands separator (1.1050, 2000.5); anything else "
+    "(0,0038 / 2,000.00 / 62% / NULL) is kept as written and the row is quarantined."
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +79,9 @@ class QualityRules:
     price_tolerance: float = 5e-4
 
 
+_EPOCH = re.compile(r"[+-]?\d{9,}(\.\d*)?")
+
+
 def parse_utc_timestamp(value: object) -> tuple[pd.Timestamp | None, str | None]:
     """Parse one timestamp; return ``(timestamp_utc, None)`` or ``(None, problem)``.
 
@@ -52,6 +91,10 @@ def parse_utc_timestamp(value: object) -> tuple[pd.Timestamp | None, str | None]
         return None, "missing"
     if isinstance(value, str) and not value.strip():
         return None, "missing"
+    if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
+        return None, (
+            f"epoch number, not an ISO 8601 time ({value!r}; write e.g. 2025-01-06T05:30:00Z)"
+        )
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
@@ -60,6 +103,12 @@ def parse_utc_timestamp(value: object) -> tuple[pd.Timestamp | None, str | None]
         return None, "missing"
     if ts.tzinfo is None:
         return None, f"naive timestamp without UTC offset ({value!r})"
+    try:
+        ts.as_unit("ns")
+    except (OverflowError, ValueError):
+        return None, (
+            f"year {ts.year} cannot be placed in a session ({value!r}; supported 1678..2261)"
+        )
     return ts.tz_convert("UTC"), None
 
 
@@ -79,6 +128,12 @@ def _as_float(value: object) -> float:
     return out
 
 
+def _shown(value: object, limit: int = 40) -> str:
+    """A value as written, for a quarantine reason (cut when long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _row_problems(
     row: dict, known_models: frozenset[ModelKey] | None, rules: QualityRules
 ) -> tuple[list[str], dict]:
@@ -92,7 +147,9 @@ def _row_problems(
     if missing:
         problems.append("missing value: " + ", ".join(missing))
     if numeric_bad:
-        problems.append("not a finite number: " + ", ".join(numeric_bad))
+        problems.append(
+            "not a finite number: " + ", ".join(f"{c} ({_shown(row.get(c))})" for c in numeric_bad)
+        )
     for column in NUMERIC_COLUMNS:
         clean[column] = _as_float(row.get(column))
 
@@ -178,7 +235,7 @@ def validate_trades(
     says which one is right.
     """
     known = frozenset(known_models) if known_models is not None else None
-    missing_cols = [c for c in TRADE_COLUMNS if c not in raw.columns]
+    missing_cols = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing_cols:
         raise ValueError(f"trade data lacks required columns: {', '.join(missing_cols)}")
     records = raw.to_dict("records")
@@ -242,6 +299,21 @@ def valid_trades(trades: pd.DataFrame) -> pd.DataFrame:
 def quarantined_trades(trades: pd.DataFrame) -> pd.DataFrame:
     """The rows of a validated frame that broke a rule, with their reasons."""
     return trades.loc[trades[QUARANTINE_COLUMN] != ""]
+
+
+def judge_unplaceable(
+    raw: pd.DataFrame, known_models: Iterable[ModelKey] | None = None
+) -> pd.DataFrame:
+    """Journal rows that no session contains (their ``exit_time`` cannot be placed), validated:
+    every one is quarantined, with why its exit time cannot be placed among its reasons."""
+    out = validate_trades(raw, known_models=known_models)
+    for i, reason in enumerate(out[QUARANTINE_COLUMN]):
+        if "exit_time:" not in reason:
+            placed = "exit_time: cannot be placed in a session"
+            out.iat[i, out.columns.get_loc(QUARANTINE_COLUMN)] = "; ".join(
+                r for r in (placed, reason) if r
+            )
+    return out
 
 
 def quarantine_counts(trades: pd.DataFrame) -> dict[str, int]:
@@ -324,3 +396,80 @@ def _write_temporary_csv(frame: pd.DataFrame, path: Path) -> Path:
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     return Path(tmp)
+
+
+# --- reading journals exported by other systems --------------------------------------------
+
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def detect_delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: the most frequent of , ; tab | (comma on a tie)."""
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
+def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
+    """``["id=trade_id", ...]`` (file column = journal column) as a dict; a bad pair raises
+    ``ValueError`` naming it."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ValueError(
+                f"--map {pair!r}: expected FILE_COLUMN=JOURNAL_COLUMN, e.g. --map id=trade_id"
+            )
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def resolve_columns(header: list[str], mapping: dict[str, str] | None = None) -> dict[str, str]:
+    """How the columns of a file's header become journal columns: ``{file column: journal
+    column}`` for every column the journal keeps (others are ignored).
+
+    ``mapping`` (file column -> journal column) is applied first; then a column whose name
+    matches a journal column apart from case and surrounding spaces is taken as that column.
+    Raises ``ValueError`` with what is wrong and what to do: a mapping that names a column the
+    file lacks or a journal column that does not exist, two file columns for one journal column,
+    or required journal columns that nothing provides.
+    """
+    mapping = dict(mapping or {})
+    known = set(TRADE_COLUMNS)
+    for source, target in mapping.items():
+        if source not in header:
+            raise ValueError(
+                f"--map {source}={target}: the file has no column {source!r} "
+                f"(its columns: {', '.join(header)})"
+            )
+        if target not in known:
+            raise ValueError(
+                f"--map {source}={target}: {target!r} is not a journal column "
+                f"(journal columns: {', '.join(TRADE_COLUMNS)})"
+            )
+    resolved: dict[str, str] = {}
+    for column in header:
+        target = mapping.get(column)
+        if target is None and column.strip().lower() in known:
+            target = column.strip().lower()
+        if target is None:
+            continue
+        clash = next((s for s, t in resolved.items() if t == target), None)
+        if clash is not None:
+            raise ValueError(
+                f"columns {clash!r} and {column!r} both give journal column {target!r}; "
+                "remove one or map them differently"
+            )
+        resolved[column] = target
+    missing = [c for c in REQUIRED_COLUMNS if c not in resolved.values()]
+    if missing:
+        hint = (
+            "only one column was found: if the file uses another separator, pass --delimiter"
+            if len(header) == 1
+            else "rename them in the file or map them, e.g. --map id=trade_id"
+        )
+        raise ValueError(
+            f"missing required column(s) {', '.join(missing)} "
+            f"(the file has: {', '.join(header) or 'nothing'}); {hint}"
+        )
+    return resolved

@@ -7,13 +7,17 @@ import math
 import pandas as pd
 import pytest
 
-from session_learning.domain.models import ModelKey
+from session_learning.domain.models import TRADE_COLUMNS, ModelKey
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
+    detect_delimiter,
     export_session,
     export_stamp,
+    judge_unplaceable,
+    parse_mapping,
     quarantine_counts,
     quarantined_trades,
+    resolve_columns,
     valid_trades,
     validate_trades,
 )
@@ -86,6 +90,41 @@ BAD_CASES = {
         "naive timestamp",
     ),
     "confidence_out_of_range": (lambda: [trade(confidence=1.7), trade()], [0], "outside [0, 1]"),
+    "epoch_milliseconds_exit": (
+        lambda: [trade(exit_time="1736141400000"), trade()],
+        [0],
+        "exit_time: epoch number, not an ISO 8601 time ('1736141400000'",
+    ),
+    "epoch_seconds_exit": (
+        lambda: [trade(exit_time="1736141400"), trade()],
+        [0],
+        "exit_time: epoch number",
+    ),
+    "year_2300_exit": (
+        lambda: [trade(exit_time="2300-01-06T05:30:00+00:00"), trade()],
+        [0],
+        "exit_time: year 2300 cannot be placed in a session",
+    ),
+    "decimal_comma_pnl": (
+        lambda: [{**trade(), "pnl": "0,0038"}, trade()],
+        [0],
+        "not a finite number: pnl ('0,0038')",
+    ),
+    "thousands_separator_price": (
+        lambda: [{**trade(), "entry_price": "2,000.00"}, trade()],
+        [0],
+        "not a finite number: entry_price ('2,000.00')",
+    ),
+    "percent_confidence": (
+        lambda: [{**trade(), "confidence": "62%"}, trade()],
+        [0],
+        "not a finite number: confidence ('62%')",
+    ),
+    "null_text_pnl": (
+        lambda: [{**trade(), "pnl": "NULL"}, trade()],
+        [0],
+        "not a finite number: pnl ('NULL')",
+    ),
     "invalid_direction": (
         lambda: [{**trade(), "direction": "sideways"}, trade()],
         [0],
@@ -159,3 +198,37 @@ def test_exports_are_idempotent_and_split_by_outcome(tmp_path):
     # Once the bad row is gone the stale quarantine file goes too.
     export_session(check(rows[:3]), end, tmp_path)
     assert not (tmp_path / "quarantine_20250106_080000.csv").exists()
+
+
+def test_model_version_is_optional():
+    out = check([{k: v for k, v in trade().items() if k != "model_version"}])
+    assert quarantined_trades(out).empty and out.loc[0, "model_version"] is None
+
+
+def test_unplaceable_rows_are_all_quarantined_with_the_exit_time_reason():
+    rows = frame([{**trade(), "exit_time": None}, trade(exit_time="1736141400")])
+    out = judge_unplaceable(rows)
+    assert list(out[QUARANTINE_COLUMN].str.contains("exit_time:")) == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("header", "delimiter"),
+    [("a,b;c", ","), ("a;b;c", ";"), ("a\tb\tc", "\t"), ("a|b|c", "|"), ("abc", ",")],
+)
+def test_delimiter_is_detected_from_the_header(header, delimiter):
+    assert detect_delimiter(header) == delimiter
+
+
+def test_columns_resolve_through_mapping_and_case():
+    header = ["ID", "Symbol", "TIMEFRAME", *TRADE_COLUMNS[3:11], "Profit", "confidence", "note"]
+    resolved = resolve_columns(header, parse_mapping(["ID=trade_id", "Profit=pnl"]))
+    assert resolved["ID"] == "trade_id" and resolved["Symbol"] == "symbol"
+    assert resolved["Profit"] == "pnl" and "note" not in resolved
+    with pytest.raises(ValueError, match="missing required column.*pnl.*--map id=trade_id"):
+        resolve_columns([c for c in header if c != "Profit"], {"ID": "trade_id"})
+    with pytest.raises(ValueError, match="the file has no column 'Ticket'"):
+        resolve_columns(header, {"Ticket": "trade_id"})
+    with pytest.raises(ValueError, match="both give journal column 'trade_id'"):
+        resolve_columns([*header, "trade_id"], {"ID": "trade_id"})
+    with pytest.raises(ValueError, match="expected FILE_COLUMN=JOURNAL_COLUMN"):
+        parse_mapping(["id"])

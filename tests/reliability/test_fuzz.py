@@ -29,7 +29,13 @@ from session_learning.domain.trades import (
     valid_trades,
     validate_trades,
 )
-from session_learning.resources.journal import JournalError, TradeJournal, trades_table
+from session_learning.resources.journal import (
+    JournalError,
+    TradeImportError,
+    TradeJournal,
+    metadata,
+    trades_table,
+)
 from tests.assets.conftest import EURUSD
 from tests.builders import trade
 
@@ -249,6 +255,36 @@ def test_sqlite_journal_keeps_every_row_and_counts_add_up(tmp_path, rows):
 @given(rows=trade_rows(max_size=5, beyond_float=True))
 def test_postgres_journal_lands_a_batch_whole_or_refuses_it_whole(clean_postgres_url, rows):
     _round_trip(TradeJournal(clean_postgres_url), rows)
+
+
+@settings(FUZZ, max_examples=60)
+@given(rows=trade_rows(max_size=6))
+def test_csv_import_keeps_every_line_or_refuses_the_file_whole(tmp_path, rows):
+    """Any rows, written to a CSV and imported twice: every line is read and either written,
+    already present or a conflict; every written row is placed or listed as unplaceable."""
+    journal = TradeJournal(f"sqlite:///{tmp_path / 'import.sqlite'}")
+    journal.create_schema()
+    with journal.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    path = tmp_path / "fuzz.csv"
+    _frame(rows).to_csv(path, index=False)
+    try:
+        first = journal.import_csv(path)
+    except TradeImportError as exc:
+        assert str(exc).startswith(str(path)) and "Nothing was written" in str(exc)
+        assert journal.count_trades() == 0
+        event("file refused whole")
+        return
+    second = journal.import_csv(path)
+    for report in (first, second):
+        assert report.read == len(rows)
+        assert report.written + report.already_present + report.conflict_count == len(rows)
+    assert second.written == 0 and journal.count_trades() == first.written
+    placed = journal.trades_exited_between(*EVERYTHING)
+    assert len(placed) + len(journal.unplaceable_trades()) == first.written
+    # Counted per line of the file (an identical copy counts again, and is written once).
+    assert first.unplaceable_count >= len(journal.unplaceable_trades())
 
 
 # --- bars -------------------------------------------------------------------------------------

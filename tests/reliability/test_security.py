@@ -141,7 +141,7 @@ def test_hostile_strings_are_data_in_every_journal_query(journal, tmp_path):
     assert journal.add_trades(frame(rows)) == len(rows)
     csv = tmp_path / "more.csv"
     frame([{**trade(trade_id=f"csv-{h}", symbol=h)} for h in HOSTILE]).to_csv(csv, index=False)
-    assert journal.import_csv(csv)["written"] == len(HOSTILE)
+    assert journal.import_csv(csv).written == len(HOSTILE)
     total = len(rows) + len(HOSTILE)
 
     assert journal.existing_trade_ids(HOSTILE) == set(HOSTILE)
