@@ -189,11 +189,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Production models, their health, the latest decision per model, and recent alerts."""
+    """Production models, their health, the latest decision or error per model (with the
+    numbers and the fix), late trades, and recent alerts."""
+    import textwrap
+
     from session_learning.resources.journal import TradeJournal
+    from session_learning.resources.outcomes import OutcomeStore
+    from session_learning.sensors import LATE_TRADE_LOOKBACK, late_report
+
+    def block(text: str) -> str:
+        return "\n".join(
+            textwrap.fill(line, 100, initial_indent=" " * 12, subsequent_indent=" " * 14)
+            for line in text.splitlines()
+        )
 
     settings = Settings.from_env()
     registry = _registry(settings)
+    journal = TradeJournal(settings.journal_url or settings.default_journal_url)
+    outcomes = OutcomeStore(journal)
+    latest = outcomes.latest(m.slug for m in settings.models)
     print(f"home {settings.home}")
     for key in settings.models:
         live = registry.production_version(key)
@@ -203,25 +217,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"{key.slug:<11} production {live or 'none'} (since {since}), health {health['status']}"
         )
-        versions = registry.versions(key)
-        if versions:
-            card = registry.card(key, versions[-1])
-            failed = [g["name"] for g in card.get("gates", []) if not g["passed"]]
-            verdict = (
-                "passed every gate"
-                if card.get("passed_gates")
-                else "rejected: " + ", ".join(failed)
-            )
-            print(
-                f"            latest candidate {versions[-1]} (session {card.get('session')}): {verdict}"
-            )
         if health["status"] != "ok":
             print(f"            {health['reason']}")
-    journal = TradeJournal(settings.journal_url or settings.default_journal_url)
+        outcome = latest.get(key.slug)
+        if outcome is None:
+            print("            no learning outcome recorded yet")
+            continue
+        print(
+            f"            latest: {outcome.outcome.upper()} in {outcome.step} "
+            f"(session {outcome.session}, run {outcome.run_id[:8]}, {outcome.recorded_at[:19]})"
+        )
+        print(block(outcome.message))
+    late = outcomes.late_trades(pd.Timestamp.now(tz="UTC"), LATE_TRADE_LOOKBACK)
+    if not late.empty:
+        print(f"late trades: {len(late)} in {late['session'].nunique()} session(s)")
+        for session, rows in late.groupby("session", sort=True):
+            print(block(late_report(session, rows)))
     print(f"journal: {journal.count_trades()} trades, {len(journal.open_signals())} open signals")
     alerts = journal.alerts(limit=args.alerts)
     for alert in alerts.itertuples():
-        print(f"  alert {alert.created_at} {alert.kind} {alert.subject}: {alert.message[:160]}")
+        print(f"  alert {alert.created_at} {alert.kind} {alert.subject}:")
+        print(block(alert.message))
     return 0
 
 
