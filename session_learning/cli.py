@@ -197,11 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from session_learning.resources.outcomes import OutcomeStore
     from session_learning.sensors import LATE_TRADE_LOOKBACK, late_report
 
-    def block(text: str) -> str:
-        return "\n".join(
-            textwrap.fill(line, 100, initial_indent=" " * 12, subsequent_indent=" " * 14)
-            for line in text.splitlines()
-        )
+    def block(text: str) -> str:  # whole, never cut: the cause and the fix are in it
+        return textwrap.indent(text, " " * 12)
 
     settings = Settings.from_env()
     registry = _registry(settings)

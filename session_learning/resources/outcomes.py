@@ -27,6 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from session_learning.resources.journal import TradeJournal, alerts_table
+from session_learning.resources.journal import metadata as journal_metadata
 
 SESSION = "*"  # the model name of session-level outcomes
 STEP_SEPARATOR = "__"  # Dagster step keys of per-model assets: EURUSD_30T__candidate_model
@@ -131,6 +132,7 @@ class OutcomeStore:
         return self.journal._connect()
 
     def _ready(self, conn: sa.Connection) -> None:
+        journal_metadata.create_all(conn)  # the alerts table
         outcomes_metadata.create_all(conn)
 
     # --- outcomes -------------------------------------------------------------------------
