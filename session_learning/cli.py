@@ -194,7 +194,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import textwrap
 
     from session_learning.resources.journal import TradeJournal
-    from session_learning.resources.outcomes import OutcomeStore
+    from session_learning.resources.outcomes import DECISIONS, OutcomeStore
     from session_learning.sensors import LATE_TRADE_LOOKBACK, late_report
 
     def block(text: str) -> str:  # whole, never cut: the cause and the fix are in it
@@ -220,11 +220,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if outcome is None:
             print("            no learning outcome recorded yet")
             continue
-        print(
-            f"            latest: {outcome.outcome.upper()} in {outcome.step} "
-            f"(session {outcome.session}, run {outcome.run_id[:8]}, {outcome.recorded_at[:19]})"
-        )
-        print(block(outcome.message))
+        shown = [outcome]
+        if outcome.outcome in ("untouched", "training"):  # and the last time it was judged
+            decided = next((o for o in outcomes.history(key.slug) if o.outcome in DECISIONS), None)
+            shown += [decided] if decided is not None else []
+        for label, o in zip(("latest", "last decision"), shown, strict=False):
+            print(
+                f"            {label}: {o.outcome.upper()} in {o.step} "
+                f"(session {o.session}, run {o.run_id[:8]}, {o.recorded_at[:19]})"
+            )
+            print(block(o.message))
     late = outcomes.late_trades(pd.Timestamp.now(tz="UTC"), LATE_TRADE_LOOKBACK)
     if not late.empty:
         print(f"late trades: {len(late)} in {late['session'].nunique()} session(s)")

@@ -34,6 +34,8 @@ STEP_SEPARATOR = "__"  # Dagster step keys of per-model assets: EURUSD_30T__cand
 
 # Outcomes a user must act on or know about; each is also an alert.
 ALERTED = frozenset({"error", "rejected"})
+# Outcomes that end a model's learning step for a session (the rest say what is under way).
+DECISIONS = frozenset({"passed", "deployed", "not_deployed", "rejected", "error"})
 
 outcomes_metadata = sa.MetaData()
 

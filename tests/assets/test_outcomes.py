@@ -62,6 +62,14 @@ def test_status_states_each_sessions_decision_or_error_with_numbers(history, mon
     assert "re-run the session" in out and '"dagster/partition": "2025-03-04-16:00"' in out
     assert f"production {p.registry.production_version(EURUSD)}" in out
 
+    # A session that leaves the model alone says why, and the last decision stays in sight.
+    assert p.run("2025-03-04-20:00").success
+    out = status(p, monkeypatch, capsys)
+    assert "latest: UNTOUCHED in problem_report (session 2025-03-04-20:00" in out
+    assert "need 3 more trades and 1 more loser" in out
+    assert f"last decision: ERROR in weighted_training_set (session {S3}" in out
+    assert "only 100 training rows" in out
+
 
 def test_in_process_failures_leave_alerts_that_keep_their_cause(history):
     p, runs = history
