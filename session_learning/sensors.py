@@ -1,6 +1,8 @@
 """Sensors: learning on demand when enough trades have closed, run-failure alerts, and late
 trades (journaled after their session was learned)."""
 
+import json
+
 import dagster as dg
 import pandas as pd
 
@@ -81,14 +83,16 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
             return dg.SkipReason(
                 f"no late trades in the sessions learned in the last {LATE_TRADE_LOOKBACK.days} days"
             )
-        alerted = int(context.cursor or 0)
-        requests = []
+        # The cursor keeps, per session with late trades, the newest late row already alerted.
+        alerted = json.loads(context.cursor) if context.cursor else {}
+        requests, cursor = [], {}
         for session, rows in late.groupby("session", sort=True):
             newest = int(rows["row_id"].max())
-            if newest > alerted:
+            if newest > alerted.get(session, 0):
                 store.journal.add_alert(
                     "late_trades", f"session {session}", late_report(session, rows)
                 )
+            cursor[session] = newest
             requests.append(
                 dg.RunRequest(
                     # A new late trade of the same session asks again; the same one does not.
@@ -97,9 +101,7 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
                     tags={"session_learning/trigger": f"{len(rows)} late trade(s)"},
                 )
             )
-        return dg.SensorResult(
-            run_requests=requests, cursor=str(max(alerted, int(late["row_id"].max())))
-        )
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
     return [trade_count_sensor, run_failure_alert_sensor, late_trade_sensor]
 
