@@ -155,7 +155,13 @@ def build_session_assets(
             metadata={"quarantined": len(bad), **{f"reason: {k}": v for k, v in counts.items()}},
         )
 
-    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"csv"})
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"csv"},
+        hooks=hooks,
+    )
     def trade_exports(
         context: dg.AssetExecutionContext,
         session_trades: pd.DataFrame,
@@ -173,7 +179,13 @@ def build_session_assets(
             }
         )
 
-    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"pandas"})
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"pandas"},
+        hooks=hooks,
+    )
     def session_breakdown(session_trades: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         """Per symbol/timeframe and per direction: trades, winners, losers, win rate, P&L,
         profit factor and status (ok / warning / failing)."""

@@ -34,6 +34,9 @@ STEP_SEPARATOR = "__"  # Dagster step keys of per-model assets: EURUSD_30T__cand
 
 # Outcomes a user must act on or know about; each is also an alert.
 ALERTED = frozenset({"error", "rejected"})
+# Session-level steps whose failure stops every model's learning for the session (a failed
+# CSV export or breakdown is an alert, but the models learn regardless).
+STOPPING_STEPS = frozenset({"session_trades", "problem_report", "run"})
 # Outcomes that end a model's learning step for a session (the rest say what is under way).
 DECISIONS = frozenset({"passed", "deployed", "not_deployed", "rejected", "error"})
 
@@ -201,7 +204,9 @@ class OutcomeStore:
             self._ready(conn)
             session_error = self._newest(
                 conn,
-                (outcomes_table.c.model == SESSION) & (outcomes_table.c.outcome == "error"),
+                (outcomes_table.c.model == SESSION)
+                & (outcomes_table.c.outcome == "error")
+                & outcomes_table.c.step.in_(sorted(STOPPING_STEPS)),
             )
             for model in models:
                 own = self._newest(conn, outcomes_table.c.model == model)

@@ -67,6 +67,10 @@ def test_a_newer_session_level_error_is_every_models_latest_word(journal):
     store.record(Outcome(S1, "EURUSD_30T", "deployed_model", "deployed", "deployed v2", "r1"))
     store.record(Outcome("2025-03-04-12:00", "*", "session_trades", "error", "journal down", "r2"))
     assert store.latest(["EURUSD_30T"])["EURUSD_30T"].message == "journal down"
+    # A failed CSV export is an alert, but it stops no model's learning.
+    store.record(Outcome("2025-03-04-16:00", "*", "trade_exports", "error", "disk full", "r3"))
+    assert store.latest(["EURUSD_30T"])["EURUSD_30T"].message == "journal down"
+    assert journal.alerts()["message"].iloc[0] == "disk full"
 
 
 def test_a_trade_journaled_after_its_session_was_learned_is_late(journal):
