@@ -127,14 +127,14 @@ def _instance(settings: Settings):
 
 def _step_errors(result) -> dict[str, str]:
     """Failed steps of a run that are real errors (a failed gate is a decision, not an error)."""
+    from session_learning.hooks import GATE_FAILURE
+    from session_learning.sensors import error_cause
+
     errors = {}
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        error = event.event_specific_data.error
-        if error is not None and error.cls_name != "DagsterAssetCheckFailedError":
-            cause = error.cause.message if error.cause else error.message
-            errors[event.step_key] = cause.strip().splitlines()[-1]
+    for event in result.get_step_failure_events():
+        name, message = error_cause(event.event_specific_data.error)
+        if name != GATE_FAILURE:
+            errors[event.step_key] = f"{name}: {message}"
     return errors
 
 

@@ -119,6 +119,9 @@ def success_outcomes(
     if step == "deployed_model" and isinstance(value, dict):
         promoted = bool(value.get("promoted"))
         summary = value.get("summary") or ("deployed" if promoted else "not deployed")
+        _, passed = gate_lines(instance, run_id, model)  # judged in this run, if it was
+        if passed:
+            summary += "; gates: " + "; ".join(passed)
         return [
             Outcome(
                 session, model, step, "deployed" if promoted else "not_deployed",
