@@ -35,8 +35,11 @@ def gate_lines(instance: dg.DagsterInstance, run_id: str, model: str) -> tuple[l
             continue
         meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
         line = f"{evaluation.check_name}: {evaluation.description or ''}".rstrip(": ")
-        if "production_value" in meta and meta["production_value"] is not None:
-            line += f" (production {meta['production_value']:.4g})"
+        production = meta.get("production_value")
+        if isinstance(production, int | float):
+            line += f" (production {production:.4g})"
+        elif production is not None:
+            line += f" (production {production})"
         (passed if evaluation.passed else failed).append(line)
     return failed, passed
 
