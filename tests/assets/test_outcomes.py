@@ -177,3 +177,24 @@ def test_a_late_trade_is_reported_with_its_session_and_the_session_is_rerun(lear
     assert isinstance(result, dg.SkipReason)
     store = OutcomeStore(p.journal)
     assert store.late_trades(pd.Timestamp.now(tz="UTC")).empty
+
+
+def test_a_failure_under_dg_materialize_is_recorded_and_alerted(pipeline):
+    """`dg.materialize` builds its own job: the hooks travel with the assets."""
+    p = pipeline(**TOO_FEW_ROWS)
+    p.journal.add_trades(frame(losers_in(8)))
+    assets = [a for a in p.defs.assets if isinstance(a, dg.AssetsDefinition)]
+    result = dg.materialize(
+        assets,
+        selection=dg.AssetSelection.groups("session_analysis", f"model_{EURUSD.slug}"),
+        partition_key=S1,
+        resources=p.defs.resources,
+        instance=p.instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [alert] = p.journal.alerts().itertuples()
+    assert alert.kind == "run_failure" and "weighted_training_set" in alert.subject
+    assert "only 100 training rows" in alert.message
+    latest = OutcomeStore(p.journal).latest([EURUSD.slug])[EURUSD.slug]
+    assert latest.outcome == "error" and latest.run_id == result.run_id
