@@ -128,14 +128,14 @@ def _instance(settings: Settings):
 
 def _step_errors(result) -> dict[str, str]:
     """Failed steps of a run that are real errors (a failed gate is a decision, not an error)."""
+    from session_learning.hooks import GATE_FAILURE
+    from session_learning.sensors import error_cause
+
     errors = {}
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        error = event.event_specific_data.error
-        if error is not None and error.cls_name != "DagsterAssetCheckFailedError":
-            cause = error.cause.message if error.cause else error.message
-            errors[event.step_key] = cause.strip().splitlines()[-1]
+    for event in result.get_step_failure_events():
+        name, message = error_cause(event.event_specific_data.error)
+        if name != GATE_FAILURE:
+            errors[event.step_key] = f"{name}: {message}"
     return errors
 
 
@@ -190,12 +190,23 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Production models, their health, the latest decision per model, and recent alerts."""
+    """Production models, their health, the latest decision or error per model (with the
+    numbers and the fix), late trades, and recent alerts."""
+    import textwrap
+
     from session_learning.domain.gates import Judgement
     from session_learning.resources.journal import TradeJournal
+    from session_learning.resources.outcomes import DECISIONS, OutcomeStore
+    from session_learning.sensors import LATE_TRADE_LOOKBACK, late_report
+
+    def block(text: str) -> str:  # whole, never cut: the cause and the fix are in it
+        return textwrap.indent(text, " " * 12)
 
     settings = Settings.from_env()
     registry = _registry(settings)
+    journal = TradeJournal(settings.journal_url or settings.default_journal_url)
+    outcomes = OutcomeStore(journal)
+    latest = outcomes.latest(m.slug for m in settings.models)
     print(f"home {settings.home}")
     for key in settings.models:
         live = registry.production_version(key)
@@ -215,11 +226,30 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         if health["status"] != "ok":
             print(f"            {health['reason']}")
-    journal = TradeJournal(settings.journal_url or settings.default_journal_url)
+        outcome = latest.get(key.slug)
+        if outcome is None:
+            print("            no learning outcome recorded yet")
+            continue
+        shown = [outcome]
+        if outcome.outcome in ("untouched", "training"):  # and the last time it was judged
+            decided = next((o for o in outcomes.history(key.slug) if o.outcome in DECISIONS), None)
+            shown += [decided] if decided is not None else []
+        for label, o in zip(("latest", "last decision"), shown, strict=False):
+            print(
+                f"            {label}: {o.outcome.upper()} in {o.step} "
+                f"(session {o.session}, run {o.run_id[:8]}, {o.recorded_at[:19]})"
+            )
+            print(block(o.message))
+    late = outcomes.late_trades(pd.Timestamp.now(tz="UTC"), LATE_TRADE_LOOKBACK)
+    if not late.empty:
+        print(f"late trades: {len(late)} in {late['session'].nunique()} session(s)")
+        for session, rows in late.groupby("session", sort=True):
+            print(block(late_report(session, rows)))
     print(f"journal: {journal.count_trades()} trades, {len(journal.open_signals())} open signals")
     alerts = journal.alerts(limit=args.alerts)
     for alert in alerts.itertuples():
-        print(f"  alert {alert.created_at} {alert.kind} {alert.subject}: {alert.message[:160]}")
+        print(f"  alert {alert.created_at} {alert.kind} {alert.subject}:")
+        print(block(alert.message))
     return 0
 
 

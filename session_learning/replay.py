@@ -135,6 +135,22 @@ class SyntheticBars:
         )
 
 
+def describe_bars(source: object) -> str:
+    """What a bar source is, in the report's words: ``synthetic bars (seed 7)``, ``bar files
+    in /srv/bars``, ``Polygon.io aggregates``; a market-data resource's bound ``bars`` method
+    is described by its resource."""
+    owner = getattr(source, "__self__", source)
+    name = type(owner).__name__
+    if isinstance(owner, SyntheticBars) or name.startswith("Synthetic"):
+        return f"synthetic bars (seed {owner.seed})"
+    if getattr(owner, "directory", None) is not None:
+        return f"bar files in {owner.directory}"
+    if name.startswith("Polygon"):
+        url = getattr(owner, "base_url", None)
+        return "Polygon.io aggregates" + (f" from {url}" if url else "")
+    return f"bars from {getattr(source, '__qualname__', name)}"
+
+
 # --- configuration -------------------------------------------------------------------------
 
 
@@ -730,6 +746,7 @@ class ReplayResult:
     out: Path
     wall_seconds: float
     workers: int
+    bars: str = ""  # what the bars were (``describe_bars``), named by the report
 
 
 def load_bars(config: ReplayConfig, bars: BarSource) -> dict[str, pd.DataFrame]:
@@ -865,6 +882,7 @@ def run_replay(
         out=out,
         wall_seconds=time.perf_counter() - began,
         workers=workers,
+        bars=describe_bars(bars),
     )
 
 

@@ -135,3 +135,33 @@ def test_a_session_length_that_does_not_divide_a_day_is_refused(tmp_path):
     env = {"SESSION_LEARNING_HOME": str(tmp_path), "SESSION_LEARNING_SESSION_HOURS": "5"}
     with pytest.raises(ValueError, match="divide a day evenly"):
         build_definitions(Settings.from_env(env))
+
+
+def test_run_failure_sensor_alerts_a_failed_run_outside_the_sessions_with_its_cause(tmp_path):
+    """A run that is not a session's learning (the monitor, the weekly report) is an alert with
+    its whole cause, not a learning outcome."""
+
+    @dg.asset
+    def live_signals() -> None:
+        raise RuntimeError("the market-data provider answered 503 " + "x" * 200 + " twice")
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([live_signals], instance=instance, raise_on_error=False)
+    assert not result.success
+    url = f"sqlite:///{tmp_path / 'j.sqlite'}"
+    sensor = build_definitions(
+        Settings(home=tmp_path, models=(ModelKey("EURUSD", "30T"),))
+    ).resolve_sensor_def("run_failure_alert_sensor")
+    sensor(
+        dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert_sensor",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            resources={"journal": TradeJournalResource(url=url)},
+        ).for_run_failure()
+    )
+    [alert] = TradeJournalResource(url=url).journal().alerts().itertuples()
+    assert alert.kind == "run_failure" and "live_signals" in alert.subject
+    assert alert.message.startswith("live_signals failed with RuntimeError: the market-data")
+    assert alert.message.endswith(" twice")

@@ -31,6 +31,7 @@ from session_learning.domain.learning import (
 from session_learning.domain.models import ModelKey
 from session_learning.domain.patterns import PatternRules
 from session_learning.domain.trades import valid_trades
+from session_learning.hooks import outcome_hooks
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource
@@ -70,6 +71,7 @@ def build_model_assets(
     prefix = [key.slug]
     group = f"{GROUP_PREFIX}{key.slug}"
     candidate_key = dg.AssetKey([*prefix, "candidate_model"])
+    hooks = outcome_hooks(partitions_def)  # each step's decision or error, for `status`
 
     @dg.asset(
         key_prefix=prefix,
@@ -77,6 +79,7 @@ def build_model_assets(
         partitions_def=partitions_def,
         group_name=group,
         owners=OWNERS,
+        hooks=hooks,
         kinds={"pandas"},
         output_required=False,
         ins={
@@ -158,6 +161,7 @@ def build_model_assets(
         partitions_def=partitions_def,
         group_name=group,
         owners=OWNERS,
+        hooks=hooks,
         kinds={"catboost"},
         ins={"weighted_training_set": dg.AssetIn(key=[*prefix, "weighted_training_set"])},
         check_specs=[
@@ -295,6 +299,7 @@ def build_model_assets(
         partitions_def=partitions_def,
         group_name=group,
         owners=OWNERS,
+        hooks=hooks,
         kinds={"catboost"},
         ins={"candidate_model": dg.AssetIn(key=candidate_key)},
         pool=f"deploy_{key.slug}",

@@ -26,6 +26,7 @@ from session_learning.domain.trades import (
     valid_trades,
     validate_trades,
 )
+from session_learning.hooks import outcome_hooks
 from session_learning.resources.files import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
 
@@ -99,12 +100,14 @@ def build_session_assets(
     partitions_def: dg.PartitionsDefinition, models: tuple[ModelKey, ...]
 ) -> list[dg.AssetsDefinition]:
     """The session-level assets for the configured models."""
+    hooks = outcome_hooks(partitions_def)
 
     @dg.asset(
         partitions_def=partitions_def,
         group_name=GROUP,
         owners=OWNERS,
         kinds={"sql", "pandas"},
+        hooks=hooks,
         check_specs=[
             session_check_spec(
                 "session_trades_are_clean",
@@ -173,7 +176,13 @@ def build_session_assets(
             },
         )
 
-    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"csv"})
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"csv"},
+        hooks=hooks,
+    )
     def trade_exports(
         context: dg.AssetExecutionContext,
         session_trades: pd.DataFrame,
@@ -191,7 +200,13 @@ def build_session_assets(
             }
         )
 
-    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"pandas"})
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"pandas"},
+        hooks=hooks,
+    )
     def session_breakdown(session_trades: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         """Per symbol/timeframe and per direction: trades, winners, losers, win rate, P&L,
         profit factor and status (ok / warning / failing)."""
@@ -206,7 +221,13 @@ def build_session_assets(
             },
         )
 
-    @dg.asset(partitions_def=partitions_def, group_name=GROUP, owners=OWNERS, kinds={"python"})
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"python"},
+        hooks=hooks,
+    )
     def problem_report(
         context: dg.AssetExecutionContext,
         config: ProblemReportConfig,  # type: ignore[valid-type]

@@ -331,6 +331,17 @@ def _flips(result: ReplayResult, tagged: dict[str, pd.DataFrame], seed: int) -> 
     }
 
 
+def bars_source(result: ReplayResult) -> str:
+    """What the replayed bars were, as the replay recorded them. A result without that record
+    (read back from an older replay) is named by its configuration only when that is certain:
+    the command line replayed synthetic bars and nothing else."""
+    if result.bars:
+        return result.bars
+    if result.config.source == "synthetic" and result.regimes is not None:
+        return f"synthetic bars (seed {result.config.seed})"
+    return f"bars from an unrecorded source (configured: {result.config.source})"
+
+
 def summarize(result: ReplayResult) -> dict:
     """Every number of the report, JSON-able: configuration, arms, comparisons, verdicts."""
     config = result.config
@@ -353,6 +364,7 @@ def summarize(result: ReplayResult) -> dict:
     fewest = min((s["trades"] for s in arms.values()), default=0)
     summary = {
         "config": config.describe(),
+        "bars": bars_source(result),
         "arms": arms,
         "comparisons": comparisons,
         "per_model": _per_model(result),
@@ -413,12 +425,12 @@ def render_markdown(summary: dict, png_name: str = "equity.png") -> str:
         "",
         f"Models {', '.join(config['models'])}; {config['sessions']} sessions of "
         f"{config['session_hours']} hours, {config['start'][:16]} .. {config['end'][:16]} UTC; "
-        f"{config['source']} bars (seed {config['seed']})"
+        f"{summary['bars']}"
         + (f"; scenario `{config['scenario']}`" if config["scenario"] else "")
         + ".",
         "",
     ]
-    if config["source"] == "synthetic":
+    if summary["bars"].startswith("synthetic"):
         lines += [
             "> These are **synthetic bars** with learnable, regime-changing structure, far "
             "stronger than in real markets. An independent replay on nine real gold, silver "
@@ -833,12 +845,14 @@ def write_report(result: ReplayResult, out: Path | str) -> dict[str, Path]:
 
 def load_replay(out: Path | str) -> ReplayResult:
     """A finished replay read back from its folder, to re-render its report without
-    replaying (the regimes come from the synthetic source again)."""
+    replaying (the regimes come from the synthetic source again, when the bars were synthetic)."""
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
     times = json.loads((out / "timing.json").read_text())
     config = ReplayConfig.from_description(summary["config"])
-    source = SyntheticBars(config.seed) if config.source == "synthetic" else None
+    bars = summary.get("bars", "")
+    synthetic = bars.startswith("synthetic") if bars else config.source == "synthetic"
+    source = SyntheticBars(config.seed) if synthetic else None
     return ReplayResult(
         config=config,
         arms={arm: read_arm(out / arm) for arm in config.arms},
@@ -846,6 +860,7 @@ def load_replay(out: Path | str) -> ReplayResult:
         out=out,
         wall_seconds=times["wall_seconds"],
         workers=times["workers"],
+        bars=bars,
     )
 
 

@@ -554,6 +554,19 @@ def test_production_instance_runs_a_session_through_the_queue(
             assert execution["partition"] == SESSION, f"{gate}: {execution}"
             assert execution["evaluation"]["success"] is True, f"{gate}: {execution}"
             assert execution["evaluation"]["partition"] == SESSION, f"{gate}: {execution}"
+
+        # The run's step hooks recorded the model's outcome and the session's read in the
+        # PostgreSQL journal, from the run worker's processes.
+        from session_learning.resources.journal import TradeJournal
+        from session_learning.resources.outcomes import OutcomeStore
+
+        store = OutcomeStore(TradeJournal(journal_url))
+        [outcome] = [o for o in store.history(CANDIDATE[0]) if o.run_id == run_id][:1]
+        assert outcome.session == SESSION and outcome.outcome in ("deployed", "not_deployed")
+        assert store.has(run_id, "*", "session_trades") is False  # a read, not an outcome
+        with sa.create_engine(journal_url).connect() as conn:
+            reads = conn.execute(sa.text("SELECT session, run_id FROM session_reads")).all()
+        assert [tuple(r) for r in reads] == [(SESSION, run_id)]
     finally:
         problems = services.stop()
     assert not problems, problems
