@@ -91,6 +91,11 @@ class ValidatedMarketDataResource(MarketDataResource):
         description="Longest run of missing bars, in trading hours, before loading fails; "
         "shorter gaps are reported. Null disables the limit.",
     )
+    model_max_gap_hours: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="max_gap_hours per model slug (e.g. XAUUSD_15T), over the one above; the "
+        "settings file named by SESSION_LEARNING_SETTINGS fills it.",
+    )
     max_staleness_hours: float | None = Field(
         default=None,
         description="Fail when the newest bar closed more than this many trading hours before "
@@ -118,8 +123,12 @@ class ValidatedMarketDataResource(MarketDataResource):
             max_staleness=_hours_or_none(self.max_staleness_hours),
             repair=True,
             calendar=self.calendar,
-            max_gap=_hours_or_none(self.max_gap_hours),
+            max_gap=_hours_or_none(self.max_gap_hours_of(key)),
         )
+
+    def max_gap_hours_of(self, key: ModelKey) -> float | None:
+        """The gap limit of ``key``: its own, else the resource-wide one."""
+        return self.model_max_gap_hours.get(key.slug, self.max_gap_hours)
 
     def bars(self, key: ModelKey, start: datetime, end: datetime) -> pd.DataFrame:
         report = self.load(key, start, end)
