@@ -222,6 +222,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     alerts = journal.alerts(limit=args.alerts)
     for alert in alerts.itertuples():
         print(f"  alert {alert.created_at} {alert.kind} {alert.subject}: {alert.message[:160]}")
+    from session_learning.settings import settings_report
+
+    print("\n".join(settings_report(settings)))
     return 0
 
 

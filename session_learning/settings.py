@@ -308,6 +308,43 @@ class Settings:
         )
 
 
+def settings_report(settings: Settings) -> list[str]:
+    """Lines for ``session-learning status``: the market-data source and the effective
+    settings per timeframe, then each model whose symbol or model layer changes them."""
+    path = settings.model_settings.path
+    origin = f"{SETTINGS_FILE_VAR}={path}" if path else f"code defaults ({SETTINGS_FILE_VAR} unset)"
+    lines = [f"settings: {origin}"]
+    try:
+        lines.append(f"  market data: {settings.market_data_source}")
+    except SettingsError as exc:
+        lines.append(f"  market data: NOT CHOSEN: {exc}")
+    timeframes = sorted({m.timeframe for m in settings.models}, key=list(TIMEFRAMES).index)
+    for timeframe in timeframes:
+        shared = settings.timeframe_defaults(timeframe)
+        lines.append(f"  {timeframe} models: {_describe(shared, timeframe)}")
+        for key in (m for m in settings.models if m.timeframe == timeframe):
+            own = settings.model(key)
+            if own != shared:
+                changed = [
+                    f"{name} ({settings.model_settings.origin(key, name)})"
+                    for name in SETTING_NAMES
+                    if getattr(own, name) != getattr(shared, name)
+                ]
+                lines.append(
+                    f"    {key.slug}: {_describe(own, timeframe)}; own: {', '.join(changed)}"
+                )
+    return lines
+
+
+def _describe(values: ModelSettings, timeframe: str) -> str:
+    gap = "none" if values.max_gap_hours is None else f"{values.max_gap_hours:g}h"
+    return (
+        f"training {values.training_bars}, validation {values.validation_bars}, warm-up "
+        f"{values.warmup_bars} bars, max gap {gap}; a learning step loads "
+        f"{values.history_bars(timeframe)} bars"
+    )
+
+
 def _int(text: str | None, name: str) -> int | None:
     if text is None:
         return None

@@ -282,3 +282,49 @@ def test_a_learning_run_uses_the_models_windows_from_the_file(tmp_path):
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["validation_rows"] == 400
     assert 800 <= metadata["training_rows"] <= 900
+
+
+# --- status prints what is in force -------------------------------------------------------------
+
+
+def test_status_prints_the_effective_settings_per_timeframe(
+    tmp_path, settings_file, monkeypatch, capsys
+):
+    from session_learning.cli import main
+
+    for name, value in env(
+        tmp_path, SESSION_LEARNING_MODELS=MODELS, SESSION_LEARNING_SETTINGS=str(settings_file)
+    ).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SESSION_LEARNING_JOURNAL_URL", raising=False)
+    monkeypatch.delenv("SESSION_LEARNING_MARKET_DATA", raising=False)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    settings = Settings.from_env()
+    loads = {key.slug: settings.model(key).history_bars(key.timeframe) for key in (XAU15, XAU30)}
+    assert f"settings: SESSION_LEARNING_SETTINGS={settings_file}" in out
+    assert "  market data: synthetic" in out
+    assert "  15T models: training 3000, validation 1200, warm-up 250 bars, max gap 30h" in out
+    assert "  30T models: training 6000, validation 2000, warm-up 250 bars, max gap 30h" in out
+    assert (
+        f"    XAUUSD_15T: training 2500, validation 1200, warm-up 250 bars, max gap none; "
+        f"a learning step loads {loads['XAUUSD_15T']} bars; own: training_bars (model), "
+        "max_gap_hours (model)"
+    ) in out
+    assert "    XAUUSD_30T: " in out and "own: max_gap_hours (symbol XAUUSD)" in out
+    assert "EURUSD_30T:" not in out.split("settings:")[1]  # nothing of its own
+
+
+def test_status_says_when_the_source_is_not_chosen(tmp_path, monkeypatch, capsys):
+    from session_learning.cli import main
+
+    journal = tmp_path / "own.sqlite"
+    for name, value in env(tmp_path, SESSION_LEARNING_JOURNAL_URL=f"sqlite:///{journal}").items():
+        monkeypatch.setenv(name, value)
+    for name in ("SESSION_LEARNING_MARKET_DATA", "SESSION_LEARNING_SETTINGS"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "settings: code defaults (SESSION_LEARNING_SETTINGS unset)" in out
+    assert "  market data: NOT CHOSEN: SESSION_LEARNING_MARKET_DATA is not set" in out
+    assert "  15T models: training 6000, validation 3000, warm-up 300 bars, max gap 24h" in out
