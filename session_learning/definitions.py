@@ -43,15 +43,9 @@ def build_market_data(settings: Settings) -> MarketDataResource:
     if source.startswith("files:") and source.removeprefix("files:").strip():
         return FileMarketDataResource(directory=source.removeprefix("files:"), **gaps)
     if source == "polygon":
-        polygon = {
-            name: value
-            for name, value in (
-                ("base_url", settings.polygon_base_url),
-                ("page_size", settings.polygon_page_size),
-            )
-            if value is not None
-        }
-        return PolygonMarketDataResource(api_key=dg.EnvVar(POLYGON_KEY_VAR), **polygon, **gaps)
+        return PolygonMarketDataResource(
+            api_key=dg.EnvVar(POLYGON_KEY_VAR), **settings.polygon_fields(), **gaps
+        )
     raise SettingsError(
         f"{MARKET_DATA_VAR}={source!r}: use {MARKET_DATA_CHOICES} "
         "(e.g. files:/srv/bars, a folder of <SYMBOL>_<TIMEFRAME>.csv or .parquet files)"

@@ -267,6 +267,11 @@ class Settings:
                 per_model[key.slug] = own
         return shared, per_model
 
+    def polygon_fields(self) -> dict[str, Any]:
+        """Polygon's address and page size where the environment sets them."""
+        values = {"base_url": self.polygon_base_url, "page_size": self.polygon_page_size}
+        return {name: value for name, value in values.items() if value is not None}
+
     def gap_limits(self) -> dict[str, Any]:
         """The gap limits of the settings file as market-data resource fields."""
         fields_: dict[str, Any] = {}
