@@ -71,7 +71,9 @@ class ModelSettings:
             training_bars=learning.training_bars,
             validation_bars=learning.validation_for(timeframe),
             warmup_bars=learning.warmup_bars,
-            max_gap_hours=DEFAULT_MAX_GAP / pd.Timedelta(hours=1),
+            max_gap_hours=None
+            if DEFAULT_MAX_GAP is None
+            else DEFAULT_MAX_GAP / pd.Timedelta(hours=1),
         )
 
     def history_bars(self, timeframe: str) -> int:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -146,7 +147,7 @@ def test_every_environment_variable_the_code_reads_is_in_the_readme_table():
         names |= set(
             re.findall(r"\b(?:SESSION_LEARNING_[A-Z_]+|POLYGON_API_KEY)\b", path.read_text())
         )
-    names -= {"SESSION_LEARNING_"}
+    names = {name for name in names if not name.endswith("_")}  # prefixes in prose
     assert {"SESSION_LEARNING_MARKET_DATA", "POLYGON_API_KEY", "SESSION_LEARNING_SETTINGS"} <= names
     table = configuration_table()
     missing = sorted(name for name in names if f"`{name}`" not in table)
@@ -206,6 +207,15 @@ def test_without_a_file_the_code_defaults_apply(tmp_path):
     learning = defs.resources["learning_settings"]
     assert learning.model_windows == {}
     assert learning.learning_config(XAU15) == learning.learning_config()
+    # The resources' own defaults are the ones status prints.
+    config = learning.learning_config(XAU15)
+    assert (config.training_bars, config.validation_for("15T"), config.warmup_bars) == (
+        6000,
+        3000,
+        300,
+    )
+    files = build_definitions(replace(settings, market_data="files:/srv/bars"))
+    assert files.resources["market_data"].max_gap_hours_of(XAU15) == 24.0
 
 
 @pytest.mark.parametrize("source", ["files:/srv/bars", "polygon"])
