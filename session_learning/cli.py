@@ -250,6 +250,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for alert in alerts.itertuples():
         print(f"  alert {alert.created_at} {alert.kind} {alert.subject}:")
         print(block(alert.message))
+    from session_learning.settings import settings_report
+
+    print("\n".join(settings_report(settings)))
     return 0
 
 

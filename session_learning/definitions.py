@@ -12,7 +12,7 @@ from session_learning.jobs import build_jobs
 from session_learning.partitions import build_session_partitions
 from session_learning.resources.files import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning import LearningSettingsResource, ModelWindowsConfig
 from session_learning.resources.market_data import (
     FileMarketDataResource,
     MarketDataResource,
@@ -23,20 +23,40 @@ from session_learning.resources.registry import ModelRegistryResource
 from session_learning.resources.value_store import ValueStoreIOManager
 from session_learning.schedules import build_schedules
 from session_learning.sensors import build_sensors
-from session_learning.settings import JOURNAL_URL_VAR, Settings
+from session_learning.settings import (
+    JOURNAL_URL_VAR,
+    MARKET_DATA_CHOICES,
+    MARKET_DATA_VAR,
+    POLYGON_KEY_VAR,
+    Settings,
+    SettingsError,
+)
 
 
 def build_market_data(settings: Settings) -> MarketDataResource:
-    """The market-data source named by ``settings.market_data``."""
-    source = settings.market_data
+    """The market-data source named by ``settings.market_data_source`` (which refuses to
+    guess for a deployment on its own journal)."""
+    source = settings.market_data_source
     if source == "synthetic":
         return SyntheticMarketDataResource(seed=settings.synthetic_seed)
-    if source.startswith("files:"):
-        return FileMarketDataResource(directory=source.removeprefix("files:"))
+    gaps = settings.gap_limits()
+    if source.startswith("files:") and source.removeprefix("files:").strip():
+        return FileMarketDataResource(directory=source.removeprefix("files:"), **gaps)
     if source == "polygon":
-        return PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"))
-    raise ValueError(
-        f"SESSION_LEARNING_MARKET_DATA={source!r}: use synthetic, files:<folder> or polygon"
+        return PolygonMarketDataResource(
+            api_key=dg.EnvVar(POLYGON_KEY_VAR), **settings.polygon_fields(), **gaps
+        )
+    raise SettingsError(
+        f"{MARKET_DATA_VAR}={source!r}: use {MARKET_DATA_CHOICES} "
+        "(e.g. files:/srv/bars, a folder of <SYMBOL>_<TIMEFRAME>.csv or .parquet files)"
+    )
+
+
+def build_learning_settings(settings: Settings) -> LearningSettingsResource:
+    """The learning settings with the windows of the settings file, if any."""
+    shared, per_model = settings.learning_windows()
+    return LearningSettingsResource(
+        **shared, model_windows={slug: ModelWindowsConfig(**w) for slug, w in per_model.items()}
     )
 
 
@@ -51,7 +71,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "market_data": build_market_data(settings),
         "exports": TradeExportsResource(directory=str(settings.exports_dir)),
         "registry": ModelRegistryResource(root=str(settings.models_dir)),
-        "learning_settings": LearningSettingsResource(),
+        "learning_settings": build_learning_settings(settings),
         "io_manager": ValueStoreIOManager(base_dir=str(settings.values_dir)),
     }
 

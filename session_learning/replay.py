@@ -140,6 +140,7 @@ def describe_bars(source: object) -> str:
     in /srv/bars``, ``Polygon.io aggregates``; a market-data resource's bound ``bars`` method
     is described by its resource."""
     owner = getattr(source, "__self__", source)
+    owner = getattr(owner, "resource", owner)  # ValidatedBars wraps a market-data resource
     name = type(owner).__name__
     if isinstance(owner, SyntheticBars) or name.startswith("Synthetic"):
         return f"synthetic bars (seed {owner.seed})"
@@ -149,6 +150,54 @@ def describe_bars(source: object) -> str:
         url = getattr(owner, "base_url", None)
         return "Polygon.io aggregates" + (f" from {url}" if url else "")
     return f"bars from {getattr(source, '__qualname__', name)}"
+
+
+class ValidatedBars:
+    """A files folder or Polygon as a ``bars(key, start, end)`` callable, validated as the
+    assets validate them (same resource, same rules); repairs and warnings go to stderr."""
+
+    def __init__(self, resource: object) -> None:
+        self.resource = resource
+
+    def __call__(self, key: ModelKey, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        from session_learning.resources.market_data import MarketDataError
+
+        try:
+            report = self.resource.load(key, start, end)
+        except MarketDataError as exc:
+            raise ReplayError(str(exc)) from None
+        for note in [*(f"repaired: {r}" for r in report.repairs), *report.warnings]:
+            print(f"{key} bars {note}", file=sys.stderr)
+        return report.bars
+
+
+def bar_source(source: str, seed: int) -> BarSource:
+    """The bars ``--source`` names: ``synthetic``, ``files:DIR`` or ``polygon``. Files and
+    Polygon read the deployment's settings: gap limits from SESSION_LEARNING_SETTINGS, the key
+    from POLYGON_API_KEY, address and page size from SESSION_LEARNING_POLYGON_*."""
+    if source == "synthetic":
+        return SyntheticBars(seed)
+    from session_learning.resources.market_data import (
+        FileMarketDataResource,
+        PolygonMarketDataResource,
+    )
+    from session_learning.settings import POLYGON_KEY_VAR, Settings
+
+    settings = Settings.from_env()
+    folder = source.removeprefix("files:").strip() if source.startswith("files:") else ""
+    if folder:
+        if not Path(folder).is_dir():
+            raise ReplayError(f"--source {source}: {folder} is not a folder of bar files")
+        return ValidatedBars(FileMarketDataResource(directory=folder, **settings.gap_limits()))
+    if source == "polygon":
+        key = os.environ.get(POLYGON_KEY_VAR, "")
+        if not key:
+            raise ReplayError(f"--source polygon needs the key in {POLYGON_KEY_VAR}")
+        resource = PolygonMarketDataResource(
+            api_key=key, **settings.polygon_fields(), **settings.gap_limits()
+        )
+        return ValidatedBars(resource)
+    raise ReplayError(f"--source {source!r}: use synthetic, files:DIR or polygon")
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -757,6 +806,21 @@ def load_bars(config: ReplayConfig, bars: BarSource) -> dict[str, pd.DataFrame]:
         frame = bars(key, config.start - history_span(key, needed), config.end)
         if frame.empty:
             raise ReplayError(f"{key}: the source returned no bars for the range")
+        # The first learning step needs warm-up, 500 training rows, validation and the purge
+        # and embargo before the range; with less, every arm would fail on it.
+        learning = config.learning
+        least = (
+            learning.warmup_bars + 500 + learning.validation_for(key.timeframe)
+            + 2 * learning.max_holding_bars
+        )  # fmt: skip
+        before = int((frame.index < config.start).sum())
+        if before < least:
+            raise ReplayError(
+                f"{key}: the source has {before} bars before the range's start "
+                f"{config.start:%Y-%m-%d %H:%M} UTC (first bar {frame.index[0]:%Y-%m-%d %H:%M}); "
+                f"the first learning step needs at least {least} and uses up to {needed}. "
+                "Start the replay later (--from), or give the source more history."
+            )
         loaded[key.slug] = frame
     return loaded
 
@@ -1019,7 +1083,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from session_learning.reports.replay_report import write_report
 
     config = config_from_args(args)
-    source = SyntheticBars(config.seed)
+    source = bar_source(config.source, config.seed)
     sessions = len(config.sessions())
     print(
         f"replaying {', '.join(m.slug for m in config.models)}: {sessions} sessions "
@@ -1065,7 +1129,10 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic bars")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--source", choices=("synthetic",), default="synthetic", help="where bars come from"
+        "--source",
+        default="synthetic",
+        help="where bars come from: synthetic (default), files:DIR (one <SYMBOL>_<TIMEFRAME>.csv "
+        "or .parquet per model) or polygon (key in POLYGON_API_KEY); validated as in the assets",
     )
     parser.add_argument(
         "--scenario",

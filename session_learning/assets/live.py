@@ -11,7 +11,6 @@ from pydantic import Field
 from session_learning.assets.metadata import markdown_table
 from session_learning.domain.features import FeatureError, card_feature_set
 from session_learning.domain.health import HealthRule, assess_health
-from session_learning.domain.learning import LearningConfig
 from session_learning.domain.models import ModelKey
 from session_learning.domain.signals import resolve_signal, score_latest_bar
 from session_learning.domain.trades import valid_trades, validate_trades
@@ -113,7 +112,6 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
             gates=learning_settings.gate_thresholds(),
             risk_per_trade=learning_settings.risk_per_trade,
         )
-        history = LearningConfig().warmup_bars + 50
         rows, errors = [], []
         for key in models:
             try:
@@ -144,6 +142,7 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
             if verdict.status == "degraded" and not overridden and config.pause_degraded:
                 signal_note = "paused: degraded"
             else:
+                history = learning_settings.learning_config(key).warmup_bars + 50
                 start = now - key.bar * int(history * 7 / 5 + 10)
                 bars = market_data.bars(key, start, now)
                 signal = score_latest_bar(model, card, bars, key, now, functions)

@@ -108,7 +108,7 @@ def build_model_assets(
             context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
             return
         plan = chosen
-        learning = learning_settings.learning_config()
+        learning = learning_settings.learning_config(key)
         window = context.partition_time_window
         end = pd.Timestamp(window.end)
         bars = market_data.bars(
@@ -187,7 +187,7 @@ def build_model_assets(
         frame, info = weighted_training_set["frame"], weighted_training_set["info"]
         costs = learning_settings.costs(key.symbol)
         candidate = train_candidate(
-            frame, info, learning_settings.learning_config(), costs, key.bar
+            frame, info, learning_settings.learning_config(key), costs, key.bar
         )
         candidate_result, window = candidate.result, candidate.window
 

@@ -3,6 +3,8 @@ per-symbol costs and the gate thresholds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dagster as dg
 from pydantic import Field
 
@@ -13,6 +15,15 @@ from session_learning.domain.learning import (
     DEFAULT_VALIDATION_BARS,
     LearningConfig,
 )
+from session_learning.domain.models import ModelKey
+
+
+class ModelWindowsConfig(dg.Config):
+    """One model's windows where they differ from the resource-wide ones (None: as those)."""
+
+    training_bars: int | None = Field(default=None, description="Rolling training rows.")
+    validation_bars: int | None = Field(default=None, description="Validation rows.")
+    warmup_bars: int | None = Field(default=None, description="Bars before the first row.")
 
 
 class LearningSettingsResource(dg.ConfigurableResource):
@@ -22,6 +33,14 @@ class LearningSettingsResource(dg.ConfigurableResource):
     validation_bars: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_VALIDATION_BARS),
         description="Validation rows per timeframe (long enough to reach the minimum trades).",
+    )
+    warmup_bars: int = Field(
+        default=300, description="Bars before the first training row (feature lookbacks)."
+    )
+    model_windows: dict[str, ModelWindowsConfig] = Field(
+        default_factory=dict,
+        description="Per-model windows by slug (e.g. XAUUSD_15T), over the ones above; the "
+        "settings file named by SESSION_LEARNING_SETTINGS fills them.",
     )
     tp_atr: float = Field(default=2.0, description="Take profit in ATRs (labels and trading).")
     sl_atr: float = Field(default=1.0, description="Stop loss in ATRs (labels and trading).")
@@ -62,10 +81,12 @@ class LearningSettingsResource(dg.ConfigurableResource):
         """The user feature functions of a model, by name (shared '*' ones first)."""
         return [*self.extra_features.get("*", []), *self.extra_features.get(slug, [])]
 
-    def learning_config(self) -> LearningConfig:
-        return LearningConfig(
+    def learning_config(self, key: ModelKey | None = None) -> LearningConfig:
+        """The learning settings, with ``key``'s own windows when it has any."""
+        config = LearningConfig(
             training_bars=self.training_bars,
             validation_bars=dict(self.validation_bars),
+            warmup_bars=self.warmup_bars,
             tp_atr=self.tp_atr,
             sl_atr=self.sl_atr,
             max_holding_bars=self.max_holding_bars,
@@ -75,6 +96,20 @@ class LearningSettingsResource(dg.ConfigurableResource):
             learning_rate=self.learning_rate,
             random_seed=self.random_seed,
             thread_count=self.thread_count,
+        )
+        windows = self.model_windows.get(key.slug) if key is not None else None
+        if windows is None:
+            return config
+        validation = dict(config.validation_bars)
+        if windows.validation_bars is not None:
+            validation[key.timeframe] = windows.validation_bars
+        return replace(
+            config,
+            training_bars=(
+                config.training_bars if windows.training_bars is None else windows.training_bars
+            ),
+            validation_bars=validation,
+            warmup_bars=config.warmup_bars if windows.warmup_bars is None else windows.warmup_bars,
         )
 
     def gate_thresholds(self) -> GateThresholds:

@@ -91,6 +91,11 @@ class ValidatedMarketDataResource(MarketDataResource):
         description="Longest run of missing bars, in trading hours, before loading fails; "
         "shorter gaps are reported. Null disables the limit.",
     )
+    model_max_gap_hours: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="max_gap_hours per model slug (e.g. XAUUSD_15T), over the one above; the "
+        "settings file named by SESSION_LEARNING_SETTINGS fills it.",
+    )
     max_staleness_hours: float | None = Field(
         default=None,
         description="Fail when the newest bar closed more than this many trading hours before "
@@ -118,8 +123,12 @@ class ValidatedMarketDataResource(MarketDataResource):
             max_staleness=_hours_or_none(self.max_staleness_hours),
             repair=True,
             calendar=self.calendar,
-            max_gap=_hours_or_none(self.max_gap_hours),
+            max_gap=_hours_or_none(self.max_gap_hours_of(key)),
         )
+
+    def max_gap_hours_of(self, key: ModelKey) -> float | None:
+        """The gap limit of ``key``: its own, else the resource-wide one."""
+        return self.model_max_gap_hours.get(key.slug, self.max_gap_hours)
 
     def bars(self, key: ModelKey, start: datetime, end: datetime) -> pd.DataFrame:
         report = self.load(key, start, end)
@@ -145,9 +154,13 @@ class FileMarketDataResource(ValidatedMarketDataResource):
     """Bars from a folder of files, one per model: ``<SYMBOL>_<TIMEFRAME>.parquet`` or ``.csv``
     (e.g. ``EURUSD_30T.csv``).
 
-    Columns: ``time`` (the bar's open time, ISO-8601 with a UTC offset such as
-    ``2024-01-02T10:30:00+00:00``; in Parquet a timezone-aware timestamp) and ``open, high, low,
-    close, volume``. Other columns are ignored. ``write_bars`` writes this format.
+    Columns, matched without regard to case: ``open, high, low, close, volume`` (``Open``,
+    ``High``, ... as many exports write them) and the bar's open time, in the first of
+    ``TIME_COLUMNS`` present (``time``, ``timestamp``, ``datetime``, ``Date``, ``Gmt time``, ...)
+    or in the index (Parquet, or a CSV whose first column has no name): ISO-8601 with a UTC
+    offset such as ``2024-01-02T10:30:00+00:00``, in Parquet a timezone-aware timestamp. A time
+    column whose name says GMT or UTC may leave the offset out (and may be day-first,
+    ``02.01.2024 10:30:00.000``). Other columns are ignored. ``write_bars`` writes this format.
     """
 
     directory: str = Field(
@@ -192,36 +205,124 @@ def _bar_file(folder: Path, key: ModelKey, suffix: str) -> Path:
     return path
 
 
+# Names of the bar open time, matched without regard to case, in this order of preference.
+TIME_COLUMNS = (
+    "time",
+    "timestamp",
+    "datetime",
+    "date_time",
+    "open_time",
+    "gmt time",
+    "time_utc",
+    "timestamp_utc",
+    "date",
+)
+# A CSV written from a frame whose index has no name starts with a column without a name.
+_UNNAMED_FIRST = ("", "unnamed: 0")
+_UTC_NAME_RE = re.compile(r"gmt|utc", re.IGNORECASE)
+# Day-first times without an offset, as GMT exports (``Gmt time``) write them.
+_DAY_FIRST_FORMAT = "%d.%m.%Y %H:%M:%S.%f"
+
+
 def read_bar_file(path: Path, key: ModelKey) -> pd.DataFrame:
-    """Bars from one ``.parquet`` or ``.csv`` file, indexed by ``time``; not yet validated."""
+    """Bars from one ``.parquet`` or ``.csv`` file, indexed by their open time; not yet
+    validated. Column names are matched without regard to case (``Open`` is ``open``); the
+    time is the first of ``TIME_COLUMNS`` present, else the index."""
     if path.suffix == ".parquet":
         raw = pd.read_parquet(path)
+        time_column = _time_column(list(raw.columns))
     else:
-        raw = pd.read_csv(path, dtype={"time": str})
-    if "time" in raw.columns:
-        times = _parse_times(raw["time"], key, path)
+        header = list(pd.read_csv(path, nrows=0).columns)
+        time_column = _time_column(header) or _unnamed_first(header)
+        raw = pd.read_csv(path, dtype={time_column: str} if time_column else None)
+    names = _bar_column_names(raw, key, path)
+    if time_column is not None:
+        times = _parse_times(raw[time_column], key, path, naive_is_utc=_says_utc(time_column))
     elif isinstance(raw.index, pd.DatetimeIndex):
         times = raw.index
+        if times.tz is None and _says_utc(str(raw.index.name or "")):
+            times = times.tz_localize("UTC")
     else:
         raise BarDataError(
-            f"{key}: {path.name} has no 'time' column (columns: {', '.join(map(str, raw.columns))}). "
-            "Add the bar open time as ISO-8601 with an offset, e.g. 2024-01-02T10:30:00+00:00.",
+            f"{key}: {path.name} has no time column (columns: {_listed(raw.columns)}). Name the "
+            f"bar open time one of {', '.join(TIME_COLUMNS)} (any case), as ISO-8601 with an "
+            "offset, e.g. 2024-01-02T10:30:00+00:00.",
             kind="columns",
             key=key,
         )
-    frame = raw.loc[:, [c for c in BAR_COLUMNS if c in raw.columns]].set_axis(
-        pd.DatetimeIndex(times, name="time"), axis=0
-    )
+    frame = raw.loc[:, list(names)].set_axis(list(names.values()), axis=1)
+    frame = frame.set_axis(pd.DatetimeIndex(times, name="time"), axis=0)
     # Whole numbers (a volume column, prices written without decimals) are read as integers.
     ints = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
     return frame.astype(dict.fromkeys(ints, float)) if ints else frame
 
 
-def _parse_times(values: pd.Series, key: ModelKey, path: Path) -> pd.DatetimeIndex:
+def _time_column(columns: list) -> str | None:
+    by_name = {}
+    for column in columns:
+        by_name.setdefault(str(column).strip().lower(), column)
+    return next((by_name[name] for name in TIME_COLUMNS if name in by_name), None)
+
+
+def _unnamed_first(columns: list) -> str | None:
+    if columns and str(columns[0]).strip().lower() in _UNNAMED_FIRST:
+        return columns[0]
+    return None
+
+
+def _says_utc(name: str) -> bool:
+    return bool(_UTC_NAME_RE.search(name))
+
+
+def _listed(columns: object) -> str:
+    return ", ".join(map(str, columns)) or "none"
+
+
+def _bar_column_names(raw: pd.DataFrame, key: ModelKey, path: Path) -> dict:
+    """File column -> bar column for ``open, high, low, close, volume``, any case."""
+    found: dict[str, list] = {name: [] for name in BAR_COLUMNS}
+    for column in raw.columns:
+        name = str(column).strip().lower()
+        if name in found:
+            found[name].append(column)
+    twice = {name: columns for name, columns in found.items() if len(columns) > 1}
+    if twice:
+        name, columns = next(iter(twice.items()))
+        raise BarDataError(
+            f"{key}: {path.name} has {len(columns)} columns for {name} "
+            f"({', '.join(map(str, columns))}); names are matched without regard to case, "
+            "so keep one.",
+            kind="columns",
+            key=key,
+        )
+    missing = [name for name, columns in found.items() if not columns]
+    if missing:
+        raise BarDataError(
+            f"{key}: {path.name} has no {', '.join(missing)} column (names are matched without "
+            f"regard to case); its columns are: {_listed(raw.columns)}. Name them open, high, "
+            "low, close, volume (or Open, High, ...).",
+            kind="columns",
+            key=key,
+        )
+    return {columns[0]: name for name, columns in found.items()}
+
+
+def _parse_times(
+    values: pd.Series, key: ModelKey, path: Path, *, naive_is_utc: bool = False
+) -> pd.DatetimeIndex:
     if pd.api.types.is_datetime64_any_dtype(values):
-        return pd.DatetimeIndex(values)  # naive stays naive: validate_bars rejects it
+        times = pd.DatetimeIndex(values)
+        # Naive stays naive (validate_bars rejects it) unless the column's name says UTC.
+        return times.tz_localize("UTC") if naive_is_utc and times.tz is None else times
     text = values.astype("string").str.strip()
     naive = ~text.str.contains(_OFFSET_RE, regex=True).fillna(False).to_numpy(dtype=bool)
+    if naive_is_utc:
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        day_first = pd.to_datetime(text, format=_DAY_FIRST_FORMAT, utc=True, errors="coerce")
+        parsed = parsed.fillna(day_first) if parsed.isna().any() else parsed
+        naive = np.zeros(len(text), dtype=bool)
+    else:
+        parsed = None
     if naive.any():
         row = int(np.flatnonzero(naive)[0])
         raise BarDataError(
@@ -232,7 +333,8 @@ def _parse_times(values: pd.Series, key: ModelKey, path: Path) -> pd.DatetimeInd
             key=key,
             count=int(naive.sum()),
         )
-    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    if parsed is None:
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -291,6 +393,7 @@ _TICKER_RE = re.compile(r"^(?:[A-Z]:)?[A-Z0-9.]{1,24}$")
 _API_KEY_RE = re.compile(r"(apiKey=)[^&#\s'\"]*", re.IGNORECASE)
 _RESULT_FIELDS = {"t": "time", "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume"}
 _MAX_PAGES = 10_000
+POLYGON_MAX_PAGE_SIZE = 50_000  # the aggregates endpoint's largest ``limit``
 
 
 def polygon_ticker(symbol: str, tickers: dict[str, str]) -> str:
@@ -309,13 +412,19 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
 
     Configure the key from the environment so that it never appears in the UI or in run
     config: ``PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"))``. The key is
-    redacted from every error message and log line.
+    sent in an ``Authorization: Bearer`` header, only to ``base_url``'s host, never in a URL;
+    should a server echo it back, it is redacted from every error message and log line.
 
     Rate limits (429) are retried after the server's ``Retry-After`` (or exponential backoff),
-    server errors (5xx), timeouts and dropped connections with exponential backoff
-    (``backoff_seconds`` doubled each attempt), up to ``max_retries`` retries; then
-    ``MarketDataUnavailableError``. Other client errors (bad key, unknown ticker) and malformed
-    responses fail at once with ``MarketDataError``.
+    server errors (5xx), timeouts, dropped connections and bodies that are not JSON (a cut-off
+    answer, a proxy's error page) with exponential backoff (``backoff_seconds`` doubled each
+    attempt), up to ``max_retries`` retries; then ``MarketDataUnavailableError``. Other client
+    errors (bad key, unknown ticker) and malformed responses fail at once with
+    ``MarketDataError``.
+
+    A fetch is complete or it fails: a page with fewer results than its ``resultsCount``, or a
+    page that used up the whole ``page_size`` (``queryCount``) without a ``next_url`` to the
+    rest, is a ``MarketDataError``, never a shorter frame.
     """
 
     api_key: str = Field(
@@ -323,7 +432,13 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
         description="Polygon.io API key; pass dg.EnvVar('POLYGON_API_KEY'), never the key itself.",
     )
     base_url: str = Field(
-        default="https://api.polygon.io", description="API root; tests point it at a local server."
+        default="https://api.polygon.io",
+        description="API root (SESSION_LEARNING_POLYGON_BASE_URL); a proxy or a local server.",
+    )
+    page_size: int = Field(
+        default=POLYGON_MAX_PAGE_SIZE,
+        description="Base aggregates (minutes) per page, the request's 'limit', 1 to 50000 "
+        "(SESSION_LEARNING_POLYGON_PAGE_SIZE); longer ranges follow next_url.",
     )
     tickers: dict[str, str] = Field(
         default=DEFAULT_POLYGON_TICKERS,
@@ -349,13 +464,18 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
         """The first page's URL, without the API key."""
         if key.timeframe not in POLYGON_RANGES:
             raise MarketDataError(f"{key}: no Polygon range for timeframe {key.timeframe}")
+        if not 1 <= self.page_size <= POLYGON_MAX_PAGE_SIZE:
+            raise MarketDataError(
+                f"Polygon page_size {self.page_size} is outside 1..{POLYGON_MAX_PAGE_SIZE}; "
+                "set SESSION_LEARNING_POLYGON_PAGE_SIZE (or page_size) within it"
+            )
         multiplier, timespan = POLYGON_RANGES[key.timeframe]
         ticker = urllib.parse.quote(polygon_ticker(key.symbol, self.tickers), safe=":")
         first_ms = start.value // 1_000_000
         last_ms = end.value // 1_000_000 - 1  # "to" is inclusive; [start, end) is wanted
         return (
             f"{self.base_url.rstrip('/')}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/"
-            f"{first_ms}/{last_ms}?adjusted=true&sort=asc&limit=50000"
+            f"{first_ms}/{last_ms}?adjusted=true&sort=asc&limit={self.page_size}"
         )
 
     def _read(self, key: ModelKey, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -367,26 +487,55 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
         while url:
             if url in seen or len(seen) >= _MAX_PAGES:
                 raise MarketDataError(f"{key}: Polygon pagination loops at {self._redact(url)}")
+            payload = self._get_json(url, key, follow_up=bool(seen))
             seen.add(url)
-            payload = self._get_json(self._with_key(url), key)
-            results.extend(self._results(payload, key, url))
+            page = self._results(payload, key, url)
+            self._check_complete(payload, page, key, url, len(seen))
+            results.extend(page)
             next_url = payload.get("next_url")
             url = self._checked_next_url(next_url, key) if next_url else None
         return self._frame(results, key)
 
+    def _check_complete(
+        self, payload: dict, page: list, key: ModelKey, url: str, number: int
+    ) -> None:
+        """A page that holds fewer bars than it announces, or that filled the page size without
+        pointing to the rest, means the answer was cut short: fail instead of returning less."""
+        shown = self._redact(url)
+        promised = payload.get("resultsCount")
+        if isinstance(promised, int) and promised != len(page):
+            raise MarketDataError(
+                f"{key}: Polygon page {number} announces {promised} bars (resultsCount) but "
+                f"holds {len(page)} ({shown}); the answer was cut short. Re-run the fetch; if "
+                "it persists, check base_url (a proxy may truncate responses)."
+            )
+        queried = payload.get("queryCount")
+        if isinstance(queried, int) and queried >= self.page_size and not payload.get("next_url"):
+            raise MarketDataError(
+                f"{key}: Polygon page {number} used the whole page_size {self.page_size} "
+                f"(queryCount {queried}) but gives no next_url to the rest ({shown}); the "
+                "next_url chain was cut short, so the bars would end early. Re-run the fetch, "
+                "or check base_url (a proxy may drop fields)."
+            )
+
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _get_json(self, url: str, key: ModelKey) -> dict:
+    def _get_json(self, url: str, key: ModelKey, *, follow_up: bool = False) -> dict:
         log = dg.get_dagster_logger()
         shown = self._redact(url)
         request = urllib.request.Request(
-            url, headers={"Accept": "application/json", "User-Agent": "session_learning"}
+            url,
+            headers={
+                "Accept": "application/json",
+                "User-Agent": "session_learning",
+                "Authorization": f"Bearer {self.api_key}",
+            },
         )
         problem = ""
         for attempt in range(self.max_retries + 1):
             wait = min(self.backoff_seconds * 2**attempt, self.max_backoff_seconds)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                with _OPENER.open(request, timeout=self.timeout_seconds) as response:
                     body = response.read()
             except urllib.error.HTTPError as exc:
                 detail = self._error_detail(exc)
@@ -405,9 +554,19 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
                 elif exc.code >= 500 or exc.code == 408:
                     problem = f"server error HTTP {exc.code}{detail}"
                 else:
+                    if 300 <= exc.code < 400:
+                        where = self._redact(str(exc.headers.get("Location", "elsewhere")))
+                        hint = (
+                            f"It redirects to {where}; set base_url to the address that answers "
+                            "(redirects are not followed, so the key goes nowhere else)."
+                        )
+                    elif follow_up and exc.code in (404, 410):
+                        hint = "The next_url chain was cut short: re-run the fetch."
+                    else:
+                        hint = _client_error_hint(exc.code)
                     raise MarketDataError(
                         f"{key}: Polygon refused the request with HTTP {exc.code}{detail} "
-                        f"({shown}). {_client_error_hint(exc.code)}"
+                        f"({shown}). {hint}"
                     ) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
@@ -418,16 +577,25 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
                         f"connection failed ({self._redact(str(reason)) or type(reason).__name__})"
                     )
             else:
-                return self._parse(body, key, shown)
+                payload = _json_or_marker(body)
+                if payload is not _NOT_JSON:
+                    return self._parse(payload, key, shown)
+                start = self._redact(body[:80].decode("utf-8", "replace"))
+                problem = f"a body that is not JSON, starting {start!r}"
             if attempt < self.max_retries:
                 log.warning(
                     f"{key}: Polygon {problem}; retry {attempt + 1}/{self.max_retries} "
                     f"in {wait:g}s ({shown})"
                 )
                 self._sleep(wait)
+        hint = (
+            "Check base_url; a proxy or an outage page may be answering."
+            if problem.startswith("a body that is not JSON")
+            else "Check the service status and network, then re-run."
+        )
         raise MarketDataUnavailableError(
             f"{key}: Polygon unavailable after {self.max_retries + 1} attempts: {problem} "
-            f"({shown}). Check the service status and network, then re-run."
+            f"({shown}). {hint}"
         )
 
     def _error_detail(self, exc: urllib.error.HTTPError) -> str:
@@ -444,15 +612,7 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
         message = payload.get("error") or payload.get("message")
         return f": {self._redact(str(message))[:200]}" if message else ""
 
-    def _parse(self, body: bytes, key: ModelKey, shown: str) -> dict:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            start = self._redact(body[:80].decode("utf-8", "replace"))
-            raise MarketDataError(
-                f"{key}: Polygon returned a body that is not JSON ({shown}), starting {start!r}. "
-                "Check base_url; a proxy or an outage page may be answering."
-            ) from None
+    def _parse(self, payload: object, key: ModelKey, shown: str) -> dict:
         if not isinstance(payload, dict):
             raise MarketDataError(
                 f"{key}: Polygon returned JSON that is not an object ({shown}); check base_url."
@@ -510,23 +670,24 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
 
     # -- URLs and secrets --------------------------------------------------------------------
 
-    def _with_key(self, url: str) -> str:
+    def _without_key(self, url: str) -> str:
+        """``url`` without an ``apiKey`` parameter: the key travels only in the header."""
         parts = urllib.parse.urlsplit(url)
         query = [
             (name, value)
             for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
             if name.lower() != "apikey"
         ]
-        query.append(("apiKey", self.api_key))
         return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
     def _checked_next_url(self, next_url: object, key: ModelKey) -> str:
-        # The key is appended to next_url, so it may only go back to the configured host.
+        # The key goes with every request, so next_url may only lead back to the configured
+        # host; a key the server wrote into it is dropped (ours is in the header).
         base = urllib.parse.urlsplit(self.base_url)
         if isinstance(next_url, str):
             target = urllib.parse.urlsplit(next_url)
             if (target.scheme, target.netloc) == (base.scheme, base.netloc):
-                return next_url
+                return self._without_key(next_url)
         raise MarketDataError(
             f"{key}: Polygon next_url {self._redact(str(next_url))!r} does not point at "
             f"{self.base_url}; refusing to send the API key elsewhere."
@@ -537,6 +698,28 @@ class PolygonMarketDataResource(ValidatedMarketDataResource):
         if self.api_key and len(self.api_key) >= 6:
             text = text.replace(self.api_key, "***")
         return text
+
+
+_NOT_JSON = object()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are answered as errors: urllib would carry the Authorization header along,
+    to whatever host the Location names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _json_or_marker(body: bytes) -> object:
+    """The parsed body, or ``_NOT_JSON`` when it is not JSON (cut off, an HTML error page)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _NOT_JSON
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -422,6 +422,7 @@ def _environment(root: Path, schema: str, journal_url: str) -> dict[str, str]:
         SESSION_LEARNING_HOME=str(root / "session_learning"),
         SESSION_LEARNING_MODELS=MODELS,
         SESSION_LEARNING_JOURNAL_URL=journal_url,
+        SESSION_LEARNING_MARKET_DATA="synthetic",
         PGOPTIONS=f"-c search_path={schema}",
         PYTHONUNBUFFERED="1",
     )

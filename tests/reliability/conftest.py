@@ -67,7 +67,9 @@ class FaultPipeline(Pipeline):
         resources: dict[str, object] | None = None,
         **learning: object,
     ) -> None:
-        self.settings = Settings(home=home, models=(EURUSD,), journal_url=journal_url)
+        self.settings = Settings(
+            home=home, models=(EURUSD,), journal_url=journal_url, market_data="synthetic"
+        )
         self.instance = dg.DagsterInstance.ephemeral()
         self.resources = dict(resources or {})
         self.configure(**learning)

@@ -197,8 +197,87 @@ def test_unparseable_time_is_an_error(tmp_path, week):
 
 
 def test_missing_time_column(tmp_path, week):
-    (tmp_path / "EURUSD_30T.csv").write_text("open,high,low,close,volume\n1,1,1,1,1\n")
-    assert "no 'time' column" in str(fail(tmp_path))
+    (tmp_path / "EURUSD_30T.csv").write_text("open,high,low,close,volume,when\n1,1,1,1,1,x\n")
+    err = fail(tmp_path)
+    assert err.kind == "columns"
+    assert "has no time column (columns: open, high, low, close, volume, when)" in str(err)
+    assert "timestamp, datetime" in str(err)
+
+
+# --- column names as exports write them --------------------------------------------------------
+
+
+def capitalised(bars: pd.DataFrame, time_name: str | None) -> pd.DataFrame:
+    """``bars`` with Open/High/Low/Close/Volume and the time in ``time_name`` (None: index)."""
+    table = bars.rename(columns=str.capitalize)
+    if time_name is None:
+        return table.rename_axis(None)
+    return table.reset_index(names=time_name)
+
+
+@pytest.mark.parametrize(
+    "time_name",
+    ["time", "Time", "timestamp", "Timestamp", "datetime", "Datetime", "date", "Date", "DATE"],
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_capitalised_columns_and_common_time_names_load(tmp_path, week, time_name, fmt):
+    table = capitalised(week, time_name)
+    path = tmp_path / f"EURUSD_30T.{fmt}"
+    if fmt == "csv":
+        table[time_name] = [stamp.isoformat() for stamp in week.index]
+        table.to_csv(path, index=False)
+    else:
+        table.to_parquet(path, index=False)
+    assert list(table.columns)[1:] == ["Open", "High", "Low", "Close", "Volume"]
+    report = load(tmp_path)
+    pd.testing.assert_frame_equal(report.bars, week, check_index_type=False, check_freq=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_time_in_the_index_loads(tmp_path, week, fmt):
+    """As the ``backtesting`` package keeps bars: a DatetimeIndex and capitalised columns."""
+    table = capitalised(week, None)
+    path = tmp_path / f"EURUSD_30T.{fmt}"
+    if fmt == "csv":
+        table.set_axis([stamp.isoformat() for stamp in week.index], axis=0).to_csv(path)
+        assert path.read_text().startswith(",Open,High,Low,Close,Volume\n")
+    else:
+        table.to_parquet(path)
+    pd.testing.assert_frame_equal(
+        load(tmp_path).bars, week, check_index_type=False, check_freq=False
+    )
+
+
+def test_gmt_time_without_an_offset_is_utc(tmp_path, week):
+    """A Dukascopy-style export: ``Gmt time`` day-first without an offset; its name says UTC."""
+    table = capitalised(week, "Gmt time")
+    table["Gmt time"] = [stamp.strftime("%d.%m.%Y %H:%M:%S.000") for stamp in week.index]
+    table.to_csv(tmp_path / "EURUSD_30T.csv", index=False)
+    pd.testing.assert_frame_equal(
+        load(tmp_path).bars, week, check_index_type=False, check_freq=False
+    )
+    # Any other naive name is still refused: its zone is unknown.
+    table.rename(columns={"Gmt time": "Date"}).to_csv(tmp_path / "EURUSD_30T.csv", index=False)
+    assert fail(tmp_path).kind == "timezone"
+
+
+def test_missing_price_column_says_what_was_found(tmp_path, week):
+    table = capitalised(week, "Date").rename(columns={"Close": "Last", "Volume": "Vol"})
+    table["Date"] = [stamp.isoformat() for stamp in week.index]
+    table.to_csv(tmp_path / "EURUSD_30T.csv", index=False)
+    err = fail(tmp_path)
+    assert err.kind == "columns"
+    assert "has no close, volume column" in str(err)
+    assert "its columns are: Date, Open, High, Low, Last, Vol" in str(err)
+
+
+def test_two_columns_for_one_price_are_an_error(tmp_path, week):
+    table = week.reset_index(names="time")
+    table["Close"] = table["close"]
+    table["time"] = [stamp.isoformat() for stamp in week.index]
+    table.to_csv(tmp_path / "EURUSD_30T.csv", index=False)
+    err = fail(tmp_path)
+    assert "2 columns for close (close, Close)" in str(err)
 
 
 # --- finding the file -----------------------------------------------------------------------

@@ -54,12 +54,14 @@ class FakePolygon:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.release = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
+                fake.headers.append(dict(self.headers))
                 if len(fake.requests) > MAX_REQUESTS or not fake.replies:
                     reply = Reply({"status": "ERROR", "error": "no reply scripted"}, status=418)
                 else:
@@ -195,14 +197,12 @@ def test_pages_are_followed_and_bars_converted(polygon, source, sleeps):
     assert sleeps == [] and len(polygon.requests) == 3
     first = urllib.parse.urlsplit(polygon.requests[0])
     assert first.path == "/v2/aggs/ticker/C:EURUSD/range/30/minute/1704672000000/1704758399999"
-    assert polygon.query(0) == {
-        "adjusted": "true",
-        "sort": "asc",
-        "limit": "50000",
-        "apiKey": API_KEY,
-    }
-    assert polygon.query(1) == {"cursor": "p2", "apiKey": API_KEY}
-    assert polygon.query(2) == {"cursor": "p3", "apiKey": API_KEY}  # one key, ours
+    assert polygon.query(0) == {"adjusted": "true", "sort": "asc", "limit": "50000"}
+    assert polygon.query(1) == {"cursor": "p2"}
+    assert polygon.query(2) == {"cursor": "p3"}  # a key written into next_url is dropped
+    # The key travels in the header of every page, never in a URL.
+    assert [h["Authorization"] for h in polygon.headers] == [f"Bearer {API_KEY}"] * 3
+    assert not any(API_KEY in path or "apiKey" in path for path in polygon.requests)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,8 @@ def test_key_from_the_environment_in_a_dagster_run(polygon, monkeypatch):
     resource = PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"), base_url=polygon.url)
     result = dg.materialize([bar_count], resources={"market_data": resource})
     assert result.success and result.output_for_node("bar_count") == 48
-    assert polygon.query(0)["apiKey"] == API_KEY
+    assert polygon.headers[0]["Authorization"] == f"Bearer {API_KEY}"
+    assert API_KEY not in polygon.requests[0]
     assert API_KEY not in repr(make_source(polygon.url, []))
 
 
@@ -289,8 +290,7 @@ def test_rate_limit_honours_retry_after(polygon, source, sleeps, log_lines):
     assert any(
         "rate limited (HTTP 429)" in line and "retry 1/3 in 2s" in line for line in log_lines
     )
-    assert all(API_KEY not in line for line in log_lines)
-    assert any("apiKey=***" in line for line in log_lines)
+    assert all(API_KEY not in line and "apiKey" not in line for line in log_lines)
 
 
 def test_retry_after_beyond_the_longest_wait_fails_at_once(polygon, source, sleeps):
@@ -318,7 +318,7 @@ def test_persistent_server_error_fails_after_max_retries(polygon, sleeps):
         "EURUSD 30T: Polygon unavailable after 3 attempts: server error HTTP 500: internal"
         in message
     )
-    assert "apiKey=***" in message
+    assert "/v2/aggs/ticker/C:EURUSD/range/30/minute/" in message  # which request failed
 
 
 def test_slow_response_times_out_then_succeeds(polygon, sleeps):
@@ -347,6 +347,107 @@ def test_connection_refused_fails_after_retries(sleeps):
     assert sleeps == [BACKOFF, 2 * BACKOFF]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>502 Bad Gateway</html>",  # a proxy's error page with status 200
+        b'{"status": "OK", "resultsCount": 48, "results": [{"t": 17046',  # cut off mid-body
+        b"",
+    ],
+)
+def test_a_body_that_is_not_json_is_retried_like_a_server_error(
+    polygon, source, sleeps, log_lines, body
+):
+    polygon.reply(Reply(body), Reply(body), page(bars()))
+    assert len(source.bars(KEY, START, END)) == 48
+    assert sleeps == [BACKOFF, 2 * BACKOFF] and len(polygon.requests) == 3
+    assert any("not JSON" in line and "retry 1/3" in line for line in log_lines)
+
+
+def test_a_body_that_stays_not_json_fails_after_the_retries(polygon, sleeps):
+    source = make_source(polygon.url, sleeps, max_retries=2)
+    polygon.reply(*[Reply(b"<html>502 Bad Gateway</html>")] * 3)
+    err = failure(lambda: source.bars(KEY, START, END))
+    assert isinstance(err, MarketDataUnavailableError)
+    message = str(err)
+    assert message.startswith("EURUSD 30T: Polygon unavailable after 3 attempts: ")
+    assert "not JSON, starting '<html>502 Bad Gateway</html>'" in message
+    assert "Check base_url" in message
+    assert len(polygon.requests) == 3 and sleeps == [BACKOFF, 2 * BACKOFF]
+
+
+# --- a fetch that ends early is an error, never a short frame -------------------------------
+
+
+def test_a_page_with_fewer_bars_than_it_announces_fails(polygon, source):
+    short = page(bars())
+    short.body["results"] = short.body["results"][:30]  # resultsCount still says 48
+    polygon.reply(short)
+    err = failure(lambda: source.bars(KEY, START, END))
+    assert type(err) is MarketDataError
+    assert "page 1 announces 48 bars (resultsCount) but holds 30" in str(err)
+    assert "cut short" in str(err)
+
+
+def test_a_full_page_without_next_url_fails(polygon, sleeps):
+    # page_size counts base aggregates (minutes): 600 minutes are 20 bars of 30 minutes.
+    source = make_source(polygon.url, sleeps, page_size=600)
+    expected = bars()
+    cursor = f"{polygon.url}/v2/aggs/ticker/C:EURUSD/range/30/minute/1/2?cursor="
+    first = page(expected.iloc[:20], next_url=cursor + "2")
+    second = page(expected.iloc[20:40])  # used the whole page, but no next_url
+    for reply in (first, second):
+        reply.body["queryCount"] = 600
+    polygon.reply(first, second)
+    err = failure(lambda: source.bars(KEY, START, END))
+    assert "page 2 used the whole page_size 600 (queryCount 600)" in str(err)
+    assert "next_url chain was cut short" in str(err)
+    assert polygon.query(0)["limit"] == "600" and len(polygon.requests) == 2
+
+
+def test_a_next_url_that_leads_nowhere_fails(polygon, source):
+    cursor = f"{polygon.url}/v2/aggs/ticker/C:EURUSD/range/30/minute/1/2?cursor=gone"
+    polygon.reply(
+        page(bars().iloc[:20], next_url=cursor),
+        Reply({"status": "NOT_FOUND", "message": "cursor expired"}, status=404),
+    )
+    err = failure(lambda: source.bars(KEY, START, END))
+    assert "HTTP 404: cursor expired" in str(err)
+    assert "next_url chain was cut short" in str(err)
+
+
+def test_a_configured_page_size_is_followed_to_the_end(polygon, sleeps):
+    source = make_source(polygon.url, sleeps, page_size=600)
+    expected = bars()
+    cursor = f"{polygon.url}/v2/aggs/ticker/C:EURUSD/range/30/minute/1/2?cursor="
+    pages = [
+        page(expected.iloc[:20], next_url=cursor + "2"),
+        page(expected.iloc[20:40], next_url=cursor + "3"),
+        page(expected.iloc[40:]),  # 8 bars, 240 minutes: the last page
+    ]
+    for reply, minutes in zip(pages, (600, 600, 240), strict=True):
+        reply.body["queryCount"] = minutes
+    polygon.reply(*pages)
+    pd.testing.assert_frame_equal(source.bars(KEY, START, END), expected, check_index_type=False)
+
+
+@pytest.mark.parametrize("size", [0, 50_001])
+def test_page_size_outside_the_api_range_is_refused(polygon, sleeps, size):
+    source = make_source(polygon.url, sleeps, page_size=size)
+    with pytest.raises(MarketDataError, match="page_size .* outside 1..50000"):
+        source.bars(KEY, START, END)
+    assert polygon.requests == []
+
+
+def test_a_redirect_is_not_followed_so_the_key_goes_nowhere_else(polygon, source):
+    with serving() as elsewhere:
+        elsewhere.reply(page(bars()))
+        polygon.reply(Reply(status=302, headers={"Location": f"{elsewhere.url}/v2/aggs"}))
+        err = failure(lambda: source.bars(KEY, START, END))
+        assert elsewhere.requests == []
+    assert "HTTP 302" in str(err) and "set base_url" in str(err)
+
+
 # --- client errors and malformed answers fail at once ---------------------------------------
 
 
@@ -356,7 +457,7 @@ def test_bad_key_fails_at_once_with_the_key_redacted(polygon, source, sleeps):
     err = failure(lambda: source.bars(KEY, START, END))
     assert type(err) is MarketDataError
     message = str(err)
-    assert "HTTP 401: Unknown API Key ***" in message and "apiKey=***" in message
+    assert "HTTP 401: Unknown API Key ***" in message
     assert "POLYGON_API_KEY" in message
     assert len(polygon.requests) == 1 and sleeps == []
 
@@ -371,7 +472,6 @@ def test_unknown_ticker_fails_at_once(polygon, source, sleeps):
 @pytest.mark.parametrize(
     ("body", "text"),
     [
-        (b"<html>502 Bad Gateway</html>", "not JSON"),
         (b"[1, 2]", "not an object"),
         ({"status": "OK", "resultsCount": 3}, "no 'results'"),
         ({"status": "OK"}, "no 'results'"),
