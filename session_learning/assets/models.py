@@ -15,6 +15,7 @@ from pydantic import Field
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.calendars import TradingCalendar, calendar_for
 from session_learning.domain.features import (
     check_no_lookahead,
     feature_set,
@@ -64,9 +65,16 @@ GATE_DESCRIPTIONS = {
 }
 
 
-def history_start(key: ModelKey, session_end: pd.Timestamp, bars_needed: int) -> pd.Timestamp:
-    """How far back to load ``bars_needed`` bars, allowing for weekends without bars."""
-    return session_end - key.bar * int(bars_needed * 7 / 5 + 10)
+def history_start(
+    key: ModelKey,
+    session_end: pd.Timestamp,
+    bars_needed: int,
+    calendar: TradingCalendar | None = None,
+) -> pd.Timestamp:
+    """How far back to load ``bars_needed`` bars (and 10 more) on the symbol's trading
+    calendar: weekends, daily breaks and holidays hold no bars."""
+    chosen = calendar_for(key.symbol) if calendar is None else calendar
+    return chosen.history_start(session_end, bars_needed + 10, key.bar)
 
 
 def build_model_assets(
@@ -115,7 +123,11 @@ def build_model_assets(
         window = context.partition_time_window
         end = pd.Timestamp(window.end)
         bars = market_data.bars(
-            key, history_start(key, end, learning.history_bars(key.timeframe)), end
+            key,
+            history_start(
+                key, end, learning.history_bars(key.timeframe), market_data.calendar(key)
+            ),
+            end,
         )
         # Volatility-regime loser patterns need this model's bars, so they are found here.
         recent = of_model(recent_trades(journal, (key,), end, config.pattern_lookback_days), key)
