@@ -12,9 +12,16 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from session_learning.assets.data_checks import (
+    check_loaded_bars,
+    history_check_result,
+    history_check_spec,
+    history_not_needed,
+)
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.bars import BarDataError
 from session_learning.domain.calendars import TradingCalendar, calendar_for
 from session_learning.domain.features import (
     check_no_lookahead,
@@ -35,7 +42,7 @@ from session_learning.domain.trades import valid_trades
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource
-from session_learning.resources.market_data import MarketDataResource
+from session_learning.resources.market_data import MarketDataError, MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
 
 GROUP_PREFIX = "model_"
@@ -84,6 +91,7 @@ def build_model_assets(
     prefix = [key.slug]
     group = f"{GROUP_PREFIX}{key.slug}"
     candidate_key = dg.AssetKey([*prefix, "candidate_model"])
+    training_key = dg.AssetKey([*prefix, "weighted_training_set"])
 
     @dg.asset(
         key_prefix=prefix,
@@ -97,6 +105,7 @@ def build_model_assets(
             "problem_report": dg.AssetIn(key="problem_report"),
             "session_trades": dg.AssetIn(key="session_trades"),
         },
+        check_specs=[history_check_spec(training_key, partitions_def)],
         tags={"session_learning/model": key.slug},
     )
     def weighted_training_set(
@@ -117,18 +126,25 @@ def build_model_assets(
         chosen = effective_plan(plan, has_production, config.force_retrain)
         if chosen is None:
             context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
+            yield history_not_needed(training_key)
             return
         plan = chosen
         learning = learning_settings.learning_config()
         window = context.partition_time_window
         end = pd.Timestamp(window.end)
-        bars = market_data.bars(
-            key,
-            history_start(
-                key, end, learning.history_bars(key.timeframe), market_data.calendar(key)
-            ),
-            end,
-        )
+        calendar = market_data.calendar(key)
+        start = history_start(key, end, learning.history_bars(key.timeframe), calendar)
+        # The history check is recorded before anything can fail, so it explains failures.
+        history = {"calendar": calendar, "session_start": pd.Timestamp(window.start)}
+        history |= {"session_end": end, "config": learning}
+        try:
+            bars = market_data.bars(key, start, end)
+        except (BarDataError, MarketDataError) as exc:
+            yield history_check_result(
+                training_key, check_loaded_bars(key, None, error=exc, **history)
+            )
+            raise
+        yield history_check_result(training_key, check_loaded_bars(key, bars, **history))
         # Volatility-regime loser patterns need this model's bars, so they are found here.
         recent = of_model(recent_trades(journal, (key,), end, config.pattern_lookback_days), key)
         volatility = [p for p in find_loser_patterns(recent, bars) if p.dimension == "volatility"]
