@@ -29,12 +29,13 @@ from session_learning.settings import JOURNAL_URL_VAR, Settings
 def build_market_data(settings: Settings) -> MarketDataResource:
     """The market-data source named by ``settings.market_data``."""
     source = settings.market_data
+    calendars = dict(settings.calendars)
     if source == "synthetic":
-        return SyntheticMarketDataResource(seed=settings.synthetic_seed)
+        return SyntheticMarketDataResource(seed=settings.synthetic_seed, calendars=calendars)
     if source.startswith("files:"):
-        return FileMarketDataResource(directory=source.removeprefix("files:"))
+        return FileMarketDataResource(directory=source.removeprefix("files:"), calendars=calendars)
     if source == "polygon":
-        return PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"))
+        return PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"), calendars=calendars)
     raise ValueError(
         f"SESSION_LEARNING_MARKET_DATA={source!r}: use synthetic, files:<folder> or polygon"
     )

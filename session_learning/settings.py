@@ -12,6 +12,7 @@ the definitions are built; everything else is resource or run config.
 | SESSION_LEARNING_START | 2025-01-01-00:00 | first partition |
 | SESSION_LEARNING_SYNTHETIC_SEED | 7 | seed of the synthetic market data |
 | SESSION_LEARNING_MARKET_DATA | synthetic | synthetic, files:/path/to/folder, or polygon (key in POLYGON_API_KEY) |
+| SESSION_LEARNING_CALENDARS | (per symbol) | trading calendar overrides, e.g. SPY:XNYS,USDJPY:24/5 (*:NAME for all) |
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Settings:
     journal_url: str | None = None  # None: the SQLite file under home
     synthetic_seed: int = 7
     market_data: str = "synthetic"  # synthetic | files:<folder> | polygon
+    calendars: tuple[tuple[str, str], ...] = ()  # (symbol or "*", calendar name) overrides
 
     @property
     def default_journal_url(self) -> str:
@@ -68,4 +70,21 @@ class Settings:
             journal_url=env.get(JOURNAL_URL_VAR) or None,
             synthetic_seed=int(env.get("SESSION_LEARNING_SYNTHETIC_SEED", "7")),
             market_data=env.get("SESSION_LEARNING_MARKET_DATA", "synthetic"),
+            calendars=parse_calendars(env.get("SESSION_LEARNING_CALENDARS", "")),
         )
+
+
+def parse_calendars(text: str) -> tuple[tuple[str, str], ...]:
+    """``SPY:XNYS,USDJPY:24/5`` as ``(symbol, calendar)`` pairs; each calendar must exist."""
+    from session_learning.domain.calendars import get_calendar
+
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        symbol, sep, name = part.partition(":")
+        if not sep or not symbol.strip() or not name.strip():
+            raise ValueError(
+                f"SESSION_LEARNING_CALENDARS entry {part!r}: expected SYMBOL:CALENDAR, "
+                "e.g. SPY:XNYS or *:24/5"
+            )
+        pairs.append((symbol.strip().upper(), get_calendar(name.strip()).name))
+    return tuple(pairs)

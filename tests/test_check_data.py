@@ -87,3 +87,22 @@ def test_check_data_names_every_model_it_cannot_support(folder, tmp_path, monkey
     # The bars each model needs are stated with its windows.
     assert "needs: 9365 bars (warm-up 300 + training 6000 + validation 3000" in blocks["EURUSD_15T"]
     assert get_calendar("CMEGlobex_FX").name in blocks["GBPUSD_1H"]
+
+
+def test_calendars_are_chosen_per_symbol_from_the_environment(tmp_path):
+    from session_learning.definitions import build_market_data
+    from session_learning.settings import Settings
+
+    env = {
+        "SESSION_LEARNING_HOME": str(tmp_path),
+        "SESSION_LEARNING_MARKET_DATA": f"files:{tmp_path}",
+        "SESSION_LEARNING_CALENDARS": "spy:XNYS, *:24/7",
+    }
+    market = build_market_data(Settings.from_env(env))
+    assert market.calendar(ModelKey("SPY", "1H")).name == "XNYS"
+    assert market.calendar(ModelKey("EURUSD", "1H")).name == "24/7"
+    default = build_market_data(Settings.from_env({"SESSION_LEARNING_HOME": str(tmp_path)}))
+    assert default.calendar(ModelKey("EURUSD", "1H")).name == "CMEGlobex_FX"
+    for wrong, message in (("SPY", "expected SYMBOL:CALENDAR"), ("SPY:NYSEX", "unknown trading")):
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env({**env, "SESSION_LEARNING_CALENDARS": wrong})

@@ -141,7 +141,7 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
             if verdict.status == "degraded" and not overridden and config.pause_degraded:
                 signal_note = "paused: degraded"
             else:
-                start = now - key.bar * int(history * 7 / 5 + 10)
+                start = market_data.calendar(key).history_start(now, history + 10, key.bar)
                 bars = market_data.bars(key, start, now)
                 functions = feature_set(card.get("feature_functions", []))
                 signal = score_latest_bar(model, card, bars, key, now, functions)

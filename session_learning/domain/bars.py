@@ -100,7 +100,12 @@ class BarGap:
                 if len(self.sessions) > _SHOWN_SESSIONS
                 else ""
             )
-            text += f", missing the whole {_count(len(self.sessions), 'session')} of {shown}{more}"
+            whole = (
+                "the whole session"
+                if len(self.sessions) == 1
+                else f"{len(self.sessions)} whole sessions"
+            )
+            text += f", missing {whole} of {shown}{more}"
         return text
 
 

@@ -105,7 +105,7 @@ def test_missing_open_sessions_are_a_gap_named_by_their_dates():
     with pytest.raises(BarDataError) as info:
         validate_bars(holed, key)
     message = str(info.value)
-    assert "missing the whole 2 sessions of 2023-12-27, 2023-12-28" in message
+    assert "missing 2 whole sessions of 2023-12-27, 2023-12-28" in message
     assert "the calendar CMEGlobex_FX has 2 sessions open there with no bar at all" in message
     assert info.value.first == utc("2023-12-26 23:00")
     (gap,) = validate_bars(holed, key, max_gap=None).gaps
