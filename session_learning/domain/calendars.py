@@ -63,7 +63,6 @@ DEFAULT_SYMBOL_CALENDARS: dict[str, str] = {
 }
 
 _NS = np.int64
-_DAY_NS = pd.Timedelta(days=1).value
 
 
 class UnknownCalendarError(ValueError):
@@ -259,10 +258,7 @@ class TradingCalendar:
     def span_for_bars(self, count: int, bar: pd.Timedelta) -> pd.Timedelta:
         """Wall-clock time that holds at least ``count`` bars anywhere in the calendar: the
         bars at the calendar's thinnest trading density, plus two weeks for holidays."""
-        return pd.Timedelta(bar) * count / self._min_open_share() + pd.Timedelta(days=14)
-
-    def _min_open_share(self) -> float:
-        return _open_share(self.name)
+        return pd.Timedelta(bar) * count / _open_share(self.name) + pd.Timedelta(days=14)
 
     # -- time ------------------------------------------------------------------------------
 
