@@ -54,8 +54,8 @@ Calendar = str | TradingCalendar
 DEFAULT_MAX_GAP = pd.Timedelta(days=1)  # one trading day
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
-_SHOWN_GAPS = 5
-_SHOWN_SESSIONS = 6  # gaps listed in metadata and messages
+_SHOWN_GAPS = 5  # gaps listed in metadata and messages
+_SHOWN_SESSIONS = 6  # missing session dates listed per gap
 
 
 class BarDataError(ValueError):
