@@ -267,15 +267,18 @@ def find_gaps(
     missing = ~expected.isin(present)
     if not missing.any():
         return ()
-    # Start and end positions of each run of consecutive missing expected bars.
-    edges = np.diff(np.concatenate(([0], missing.astype(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    stops = np.flatnonzero(edges == -1)  # one past the run's last missing bar
-    firsts = expected[starts]
-    # The next bar present after each run's last missing bar.
-    ends = present[present.searchsorted(expected[stops - 1], side="right")]
+    # A run is consecutive missing expected bars with no bar present between them (a bar
+    # printed while the calendar is closed, say in the daily break, still splits a run).
+    where = np.flatnonzero(missing)
+    after = present.searchsorted(expected[where])  # the next bar present after each
+    new_run = np.ones(len(where), dtype=bool)
+    new_run[1:] = (np.diff(where) != 1) | (np.diff(after) != 0)
+    run_starts = np.flatnonzero(new_run)
+    counts = np.diff(np.append(run_starts, len(where)))
+    firsts = expected[where[run_starts]]
+    ends = present[after[run_starts]]
     clock = calendar.trading_clock(firsts.append(ends), present[0])
-    lengths = clock[len(starts) :] - clock[: len(starts)]
+    lengths = clock[len(firsts) :] - clock[: len(firsts)]
     sessions = calendar.sessions(present[0], present[-1] + bar)
     lo = sessions["open"].searchsorted(firsts, side="left")
     hi = sessions["close"].searchsorted(ends, side="right")
@@ -284,11 +287,11 @@ def find_gaps(
         BarGap(
             start=firsts[n].as_unit(index.unit),
             end=ends[n].as_unit(index.unit),
-            missing_bars=int(stops[n] - starts[n]),
+            missing_bars=int(counts[n]),
             length=pd.Timedelta(int(lengths[n]), unit="ns"),
             sessions=tuple(labels[lo[n] : hi[n]]),
         )
-        for n in range(len(starts))
+        for n in range(len(firsts))
     )
 
 
