@@ -189,7 +189,8 @@ def check_history(
         share = report.missing_bars / expected
         higher = _higher_timeframe(key)
         notes.append(
-            f"{report.missing_bars} bars ({share:.0%}) missing in {len(report.gaps)} gaps, "
+            f"{report.missing_bars} bars ({share:.0%}) missing in {len(report.gaps)} "
+            f"gap{'s' if len(report.gaps) != 1 else ''}, "
             f"largest {report.largest_gap}: re-download them"
             + (
                 f", or use a higher timeframe ({higher}) whose bars the holes do not empty"
@@ -225,6 +226,8 @@ def check_history(
             f"{have}; learning needs at least {needs.minimum} ({needs.describe()}, training "
             f"cut to {MIN_TRAINING_ROWS}). Fix: " + "; ".join(fixes) + "."
         )
+        if notes:
+            verdict += " Also: " + "; ".join(notes) + "."
         return HistoryCheck(**base, **found, status=CANNOT, verdict=verdict, notes=tuple(notes))
     if count < needs.full:
         rows = count - (needs.full - needs.training)
