@@ -1,0 +1,179 @@
+"""Simulated error rates and speeds of the arena's two tests: promotion and demotion.
+
+``python -m session_learning.domain.arena_simulation`` prints the tables quoted in the README
+(section "Forward evidence and the arena"); the tests in ``tests/domain`` assert the same
+quantities. Everything is vectorized over streams: one stream is one arena pair (promotion) or one
+champion (demotion), observed for hundreds of sessions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from session_learning.domain.drift import cusum_statistic, design_detector
+from session_learning.domain.evidence import log_e_process
+
+# Bars in a 4-hour session at 15 minutes.
+BARS_PER_SESSION = 16
+
+
+def difference_pool(
+    rng: np.random.Generator,
+    mean_r: float,
+    *,
+    size: int = 200_000,
+    scale_r: float = 0.35,
+    flat_share: float = 0.4,
+    skew: int = -1,
+    bound_r: float = 6.0,
+) -> np.ndarray:
+    """A finite population of per-bar paired differences whose mean is exactly ``mean_r``.
+
+    Shaped like real paired marks: ``flat_share`` of bars are 0 (both members flat, or holding
+    the same position), the rest heavy-tailed (Student t with 3 degrees of freedom, scaled by
+    ``scale_r``) and skewed: ``skew=-1`` stretches the losing side (many small gains, rare large
+    losses, the shape most likely to fool a bettor), ``+1`` the winning side. Values stay within
+    ``bound_r``. Drawing uniformly from the pool gives i.i.d. bars with exactly the stated mean,
+    so a null stream is exactly at its null.
+    """
+    if skew not in (-1, 1):
+        raise ValueError("skew must be -1 or +1")
+    v = rng.standard_t(3, size) * scale_r
+    v = np.where(v * skew > 0, v * 1.8, v * 0.7)
+    v = np.where(rng.random(size) < flat_share, 0.0, v)
+    v = np.clip(v, -bound_r + 1.0, bound_r - 1.0)
+    pool = v - v.mean() + mean_r
+    if np.abs(pool).max() > bound_r:
+        raise ValueError(f"mean_r {mean_r} pushes the pool beyond the bound {bound_r}")
+    return pool
+
+
+def promotion_sessions(
+    pool: np.ndarray,
+    *,
+    streams: int,
+    sessions: int,
+    threshold: float,
+    switching_cost_r: float,
+    bound_r: float = 6.0,
+    bars_per_session: int = BARS_PER_SESSION,
+    seed: int = 0,
+    chunk: int = 100,
+) -> np.ndarray:
+    """For each simulated stream, the session at whose end the e-process first reached
+    ``threshold`` (1-based), or ``inf`` when it did not within ``sessions``.
+
+    The e-process is checked at session ends only, as the arena checks it.
+    """
+    rng = np.random.default_rng(seed)
+    first = np.full(streams, np.inf)
+    cut = math.log(threshold)
+    for lo in range(0, streams, chunk):
+        n = min(chunk, streams - lo)
+        x = pool[rng.integers(0, len(pool), (n, sessions * bars_per_session))]
+        log_e, _ = log_e_process(x, switching_cost_r, bound_r)
+        hit = log_e[:, bars_per_session - 1 :: bars_per_session] >= cut
+        first[lo : lo + n] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.inf)
+    return first
+
+
+def detection_sessions(
+    *,
+    before_r: float,
+    after_r: float,
+    sd_r: float,
+    trades_per_session: int,
+    false_alarms_per_100_sessions: float,
+    streams: int = 2000,
+    sessions_before: int = 20,
+    sessions_after: int = 60,
+    seed: int = 0,
+) -> tuple[np.ndarray, float, float]:
+    """Detection delay of the demotion detector after the champion's mean R per trade falls
+    from ``before_r`` to ``after_r`` (normal trades, sd ``sd_r``).
+
+    The detector is designed from 3,000 in-control trades (as from a validation window) and the
+    budget. Returns the delays in sessions (the session during which the alarm fired, counted from
+    the change, 1-based; ``inf`` when none within ``sessions_after``) of the streams with no alarm
+    before the change, the share of streams that alarmed before it, and the threshold.
+    """
+    rng = np.random.default_rng(seed)
+    detector = design_detector(
+        rng.normal(before_r, sd_r, 3000),
+        trades_per_session=trades_per_session,
+        false_alarms_per_100_sessions=false_alarms_per_100_sessions,
+        seed=seed + 1,
+    )
+    pre = sessions_before * trades_per_session
+    r = np.concatenate(
+        [
+            rng.normal(before_r, sd_r, (streams, pre)),
+            rng.normal(after_r, sd_r, (streams, sessions_after * trades_per_session)),
+        ],
+        axis=1,
+    )
+    alarm = cusum_statistic(r, detector.reference_r) >= detector.threshold
+    first = np.where(alarm.any(axis=1), alarm.argmax(axis=1), np.iinfo(np.int64).max)
+    clean = first >= pre
+    delay = np.where(
+        first[clean] == np.iinfo(np.int64).max,
+        np.inf,
+        (first[clean] - pre) // trades_per_session + 1,
+    )
+    return delay.astype(float), float(1.0 - clean.mean()), detector.threshold
+
+
+def main() -> None:
+    """Print the promotion and demotion tables."""
+    rng = np.random.default_rng(0)
+    alpha, cost, challengers = 0.05, 0.005, 3
+    print(f"Promotion e-process: {BARS_PER_SESSION} paired bars a session, switching cost {cost} R")
+    print("a bar, bound 6 R, heavy-tailed skewed differences (sd about 0.58 R a bar)")
+    print("\nfalse promotions within 500 sessions, 1,000 null streams, threshold 1/alpha = 20:")
+    for mean in (0.0, cost):
+        for skew in (-1, 1):
+            first = promotion_sessions(
+                difference_pool(rng, mean, skew=skew),
+                streams=1000,
+                sessions=500,
+                threshold=1 / alpha,
+                switching_cost_r=cost,
+                seed=1,
+            )
+            print(f"  true mean {mean:+.3f} R/bar, skew {skew:+d}: {np.isfinite(first).mean():.3f}")
+    print(f"\nsessions to promotion at threshold K/alpha = {challengers / alpha:.0f}, 200 streams:")
+    for mean in (0.03, 0.06, 0.1, 0.2):
+        first = promotion_sessions(
+            difference_pool(rng, mean),
+            streams=200,
+            sessions=500,
+            threshold=challengers / alpha,
+            switching_cost_r=cost,
+            seed=2,
+        )
+        print(
+            f"  edge {mean:.2f} R/bar ({mean * BARS_PER_SESSION:.2f} R/session): median "
+            f"{np.median(first):.0f}, promoted within 500: {np.isfinite(first).mean():.2f}"
+        )
+    print("\nDemotion CUSUM, champion mean +0.2 R -> -0.3 R a trade, sd 1.2 R:")
+    for trades in (20, 10):
+        for budget in (0.05, 0.10):
+            delay, false_before, threshold = detection_sessions(
+                before_r=0.2,
+                after_r=-0.3,
+                sd_r=1.2,
+                trades_per_session=trades,
+                false_alarms_per_100_sessions=budget,
+            )
+            print(
+                f"  {trades} trades/session, budget {budget:.2f} false alarms per 100 sessions: "
+                f"threshold {threshold:.1f}, median delay {np.median(delay):.0f} sessions "
+                f"(90th pct {np.percentile(delay, 90):.0f}), alarms in 20 sessions before the "
+                f"change {false_before:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
