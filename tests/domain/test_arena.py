@@ -1,0 +1,266 @@
+"""The arena's rules: entry, eviction, leaving, demotion and promotion, each with its reason."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from session_learning.domain.arena import (
+    FLAT,
+    Arena,
+    ArenaSettings,
+    Challenger,
+    ChallengerEvidence,
+    GateVerdict,
+    admit,
+    decide_promotion,
+    demote,
+    next_session,
+    promote,
+    retire,
+)
+from session_learning.domain.evidence import Evidence
+
+SETTINGS = ArenaSettings(max_challengers=3, alpha=0.05, max_challenger_sessions=180)
+THRESHOLD = 60.0
+
+
+def evidence(baseline, e_value, bars=640, trades=40, mean=0.05):
+    return Evidence(
+        baseline=baseline,
+        e_value=e_value,
+        threshold=THRESHOLD,
+        passed=e_value >= THRESHOLD,
+        mean_r=mean,
+        lower_r=mean - 0.04,
+        upper_r=mean + 0.04,
+        switching_cost_r=0.005,
+        alpha=0.05,
+        bound_r=6.0,
+        bars=bars,
+        trades=trades,
+        clipped_bars=0,
+    )
+
+
+def both(champion, vs_champion, vs_flat=None):
+    vs_flat = vs_champion if vs_flat is None else vs_flat
+    return ChallengerEvidence(evidence(champion, vs_champion), evidence(FLAT, vs_flat))
+
+
+def gates(passed=True, data="validation", unseen=True, failed=()):
+    trained = pd.Timestamp("2026-01-01", tz="UTC")
+    start = trained + pd.Timedelta(days=2 if unseen else -5)
+    return GateVerdict(passed, data, start, trained, tuple(failed))
+
+
+def full_arena(session=20, champion="champ"):
+    return Arena(
+        model="EURUSD_15T",
+        session=session,
+        champion=champion,
+        challengers=(
+            Challenger("a", "session_learned", 0),
+            Challenger("b", "periodic", 5),
+            Challenger("c", "session_learned", 18),
+        ),
+    )
+
+
+def test_settings_threshold_is_k_over_alpha():
+    assert SETTINGS.e_threshold == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="max_challengers"):
+        ArenaSettings(max_challengers=0)
+
+
+def test_a_candidate_enters_while_there_is_room_and_not_twice():
+    arena = Arena(model="m", champion="champ")
+    arena, admission = admit(arena, "a", "session_learned", {}, SETTINGS)
+    assert admission.admitted and arena.challengers == (Challenger("a", "session_learned", 0),)
+    same, again = admit(arena, "a", "periodic", {}, SETTINGS)
+    assert not again.admitted and same == arena and "already" in again.reason
+    _, champion = admit(arena, "champ", "periodic", {}, SETTINGS)
+    assert not champion.admitted
+    with pytest.raises(ValueError, match="FLAT"):
+        admit(arena, FLAT, "periodic", {}, SETTINGS)
+    with pytest.raises(ValueError, match="kind"):
+        admit(arena, "z", "favourite", {}, SETTINGS)
+
+
+def test_full_arena_evicts_the_weakest_old_enough_challenger_not_ahead():
+    arena = full_arena()
+    ev = {"a": both("champ", 0.4), "b": both("champ", 0.2), "c": both("champ", 0.01)}
+    # c is the weakest but only 2 sessions old: protected. b is the weakest of the rest.
+    arena2, admission = admit(arena, "d", "session_learned", ev, SETTINGS)
+    assert admission.admitted and admission.evicted == "b"
+    assert [c.version for c in arena2.challengers] == ["a", "c", "d"]
+    assert "weakest evidence" in admission.reason
+
+
+def test_full_arena_refuses_a_newcomer_when_everyone_is_young_or_ahead():
+    arena = full_arena()
+    ev = {"a": both("champ", 3.0), "b": both("champ", 1.5), "c": both("champ", 0.5)}
+    same, admission = admit(arena, "d", "session_learned", ev, SETTINGS)
+    assert not admission.admitted and same == arena
+    assert "younger than 6 sessions or ahead" in admission.reason
+
+
+def test_a_requested_recency_challenger_may_evict_a_young_one_not_ahead():
+    arena = full_arena()
+    arena = Arena(**{**arena.__dict__, "requests": ("recency_weighted",)})
+    ev = {"a": both("champ", 3.0), "b": both("champ", 1.5), "c": both("champ", 0.5)}
+    arena2, admission = admit(arena, "r", "recency_weighted", ev, SETTINGS)
+    assert admission.admitted and admission.evicted == "c"
+    assert arena2.requests == ()
+
+
+def test_an_overstayed_challenger_is_the_first_to_go():
+    arena = full_arena(session=185)
+    ev = {"a": both("champ", 5.0), "b": both("champ", 0.1), "c": both("champ", 0.5)}
+    _, admission = admit(arena, "d", "periodic", ev, SETTINGS)
+    assert admission.evicted == "a" and "overstayed" in admission.reason
+
+
+def test_retire_overstayed_and_futile_challengers():
+    arena = full_arena(session=182)
+    ev = {"a": both("champ", 10.0), "b": both("champ", 0.01), "c": both("champ", 0.02)}
+    arena2, gone = retire(arena, ev, SETTINGS)
+    assert {r.version for r in gone} == {"a", "b", "c"}
+    reasons = {r.version: r.reason for r in gone}
+    assert "overstayed" in reasons["a"] and "futile" in reasons["b"]
+    assert arena2.challengers == ()
+    # Young challengers and ones judged for less than the minimum stay are kept.
+    young = full_arena(session=20)
+    kept, gone = retire(young, {"c": both("champ", 0.001)}, SETTINGS)
+    assert gone == () and kept == young
+    recent_champion = Arena(**{**arena.__dict__, "session": 30, "champion_since": 28})
+    _, gone = retire(recent_champion, {"a": both("champ", 0.001)}, SETTINGS)
+    assert gone == ()
+
+
+def test_demotion_pauses_the_champion_keeps_it_as_a_challenger_and_asks_for_recency():
+    arena = Arena(
+        model="m", session=40, champion="champ", challengers=(Challenger("a", "periodic", 3),)
+    )
+    alarm = {"alarm": True, "statistic": 21.0, "threshold": 19.6}
+    paused, demotion = demote(arena, alarm, {"a": both("champ", 2.0, vs_flat=0.5)}, SETTINGS)
+    assert paused.champion == FLAT and paused.champion_since == 40 and paused.paused == "champ"
+    assert paused.challenger("champ") == Challenger("champ", "previous_champion", 40)
+    assert paused.requests == ("recency_weighted",)
+    assert demotion.demoted == "champ" and demotion.restart_evidence
+    assert demotion.change["statistic"] == 21.0
+    # FLAT has nothing to pause.
+    again, nothing = demote(paused, alarm, {}, SETTINGS)
+    assert again == paused and nothing.demoted is None
+
+
+def test_demotion_of_a_full_arena_evicts_by_evidence_against_flat():
+    arena = full_arena(session=40)
+    ev = {
+        "a": both("champ", 0.1, vs_flat=3.0),
+        "b": both("champ", 5.0, vs_flat=0.2),
+        "c": both("champ", 0.3, vs_flat=0.9),
+    }
+    paused, _ = demote(arena, None, ev, SETTINGS)
+    assert {c.version for c in paused.challengers} == {"a", "c", "champ"}
+
+
+def test_promotion_needs_evidence_against_champion_and_flat_and_gates_on_unseen_data():
+    arena = full_arena(session=60)
+    ev = {
+        "a": both("champ", 80.0, vs_flat=70.0),  # eligible
+        "b": both("champ", 200.0, vs_flat=10.0),  # beats a losing champion, not FLAT
+        "c": both("champ", 90.0, vs_flat=90.0),  # gates judged on training data
+    }
+    verdicts = {"a": gates(), "b": gates(), "c": gates(unseen=False)}
+    decision = decide_promotion(arena, ev, verdicts, SETTINGS)
+    assert decision.promote and decision.winner == "a" and decision.threshold == 60.0
+    by = {c.version: c for c in decision.candidates}
+    assert not by["b"].eligible and any("vs FLAT <" in r for r in by["b"].reasons)
+    assert not by["c"].eligible and any("not after its training" in r for r in by["c"].reasons)
+    record = decision.winner_verdict()
+    assert record.evidence["vs_champion"]["e_value"] == 80.0
+    assert record.evidence["vs_champion"]["bars"] == 640
+    assert record.evidence["vs_flat"]["lower_r"] == pytest.approx(0.01)
+    assert record.gates["passed"] and record.gates["data"] == "validation"
+    json.dumps(decision.as_dict())  # storable as it is
+
+
+def test_highest_e_value_wins_among_eligible_challengers():
+    arena = full_arena(session=60)
+    ev = {"a": both("champ", 80.0), "b": both("champ", 300.0), "c": both("champ", 61.0)}
+    decision = decide_promotion(arena, ev, {v: gates() for v in "abc"}, SETTINGS)
+    assert decision.winner == "b"
+
+
+@pytest.mark.parametrize(
+    "ev, gate, why",
+    [
+        (None, gates(), "no forward evidence"),
+        (both("champ", 59.0), gates(), "vs the champion <"),
+        (both("old-champ", 500.0), gates(), "not the champion"),
+        (both("champ", 500.0), None, "no gate verdict"),
+        (both("champ", 500.0), gates(passed=False, failed=["win_rate"]), "failed the gates"),
+    ],
+)
+def test_no_promotion_without_every_condition(ev, gate, why):
+    arena = Arena(
+        model="m", session=9, champion="champ", challengers=(Challenger("a", "periodic"),)
+    )
+    decision = decide_promotion(
+        arena, {} if ev is None else {"a": ev}, {} if gate is None else {"a": gate}, SETTINGS
+    )
+    assert not decision.promote and decision.winner is None
+    assert any(why in r for r in decision.candidates[0].reasons)
+    with pytest.raises(ValueError, match="does not promote"):
+        promote(arena, decision, None, SETTINGS)
+
+
+def test_promoting_from_flat_uses_the_flat_evidence_and_answers_the_request():
+    arena = Arena(
+        model="m",
+        session=50,
+        champion=FLAT,
+        challengers=(
+            Challenger("champ", "previous_champion", 40),
+            Challenger("r", "recency_weighted", 41),
+        ),
+        paused="champ",
+        requests=("recency_weighted",),
+    )
+    ev = {"champ": both(FLAT, 5.0), "r": both(FLAT, 75.0)}
+    decision = decide_promotion(arena, ev, {"r": gates(data="forward")}, SETTINGS)
+    assert decision.winner == "r"
+    after = promote(arena, decision, ev, SETTINGS)
+    assert after.champion == "r" and after.champion_since == 50 and after.paused is None
+    assert after.requests == ()
+    assert [c.version for c in after.challengers] == ["champ"]  # FLAT is never a challenger
+
+
+def test_the_replaced_champion_stays_as_a_challenger():
+    arena = Arena(
+        model="m", session=70, champion="champ", challengers=(Challenger("a", "periodic", 1),)
+    )
+    ev = {"a": both("champ", 100.0)}
+    decision = decide_promotion(arena, ev, {"a": gates()}, SETTINGS)
+    after = promote(arena, decision, ev, SETTINGS)
+    assert after.champion == "a"
+    assert after.challengers == (Challenger("champ", "previous_champion", 70),)
+
+
+def test_a_stale_decision_cannot_be_applied():
+    arena = Arena(
+        model="m", session=70, champion="champ", challengers=(Challenger("a", "periodic", 1),)
+    )
+    decision = decide_promotion(arena, {"a": both("champ", 100.0)}, {"a": gates()}, SETTINGS)
+    with pytest.raises(ValueError, match="decide again"):
+        promote(next_session(arena), decision, None, SETTINGS)
+
+
+def test_members_and_storage_round_trip():
+    arena = full_arena()
+    assert arena.members() == ("champ", "a", "b", "c")
+    assert Arena(model="m").members() == ()
+    stored = json.loads(json.dumps(arena.as_dict()))
+    assert Arena.from_dict(stored) == arena
+    assert next_session(arena).session == 21
