@@ -157,6 +157,28 @@ def main() -> None:
             f"  edge {mean:.2f} R/bar ({mean * BARS_PER_SESSION:.2f} R/session): median "
             f"{np.median(first):.0f}, promoted within 500: {np.isfinite(first).mean():.2f}"
         )
+    print("what the bound costs: one pool of differences within 2 R (sd about 0.49 R), judged")
+    print("with the 6 R bound of two 2:1 members and with a 3 R bound:")
+    for mean in (0.06, 0.1, 0.2):
+        pool = difference_pool(rng, mean, bound_r=3.0)
+        medians = [
+            np.median(
+                promotion_sessions(
+                    pool,
+                    streams=200,
+                    sessions=500,
+                    threshold=challengers / alpha,
+                    switching_cost_r=cost,
+                    bound_r=bound,
+                    seed=2,
+                )
+            )
+            for bound in (6.0, 3.0)
+        ]
+        print(
+            f"  edge {mean:.2f} R/bar: median {medians[0]:.0f} sessions (bound 6 R), "
+            f"{medians[1]:.0f} (bound 3 R)"
+        )
     print("\nDemotion CUSUM, champion mean +0.2 R -> -0.3 R a trade, sd 1.2 R:")
     print("(delays pooled over 5 detectors, each designed from its own 3,000 validation trades)")
     for trades in (20, 10):
