@@ -33,12 +33,13 @@ bet keeps a tenth of its wealth on the worst possible bar and the smaller ones f
 plug-in estimate, so a session's update is a sum.
 
 The confidence sequence. For every candidate mean ``m`` on a grid, two such wealths bet that the
-mean is above ``m`` (``K+``) and below it (``K-``), with bets ``1 / (4 bound_r) / 2**k`` small enough
-for any ``m`` in ``[-bound_r, bound_r]``. ``m`` is excluded once ``K+(m)`` or ``K-(m)`` reaches
+mean is above ``m`` (``K+``) and below it (``K-``), with bets ``0.9 / (2 bound_r) / 2**k``, the same
+for every ``m`` and small enough for any ``m`` in ``[-bound_r, bound_r]`` (``|d - m| <= 2 bound_r``). ``m`` is excluded once ``K+(m)`` or ``K-(m)`` reaches
 ``2 / alpha``; the sequence ``[lower, upper]`` is the running intersection, so it only shrinks.
 Because ``K+(m)`` decreases in ``m``, the true mean stays inside at every time at once with
-probability at least ``1 - alpha``. The e-value decides; the sequence describes (it uses smaller
-bets, so it is the more conservative of the two).
+probability at least ``1 - alpha``. The e-value decides; the sequence describes. Its bets are half
+the e-process's (they must be valid for every ``m``), so it is the more conservative of the two: a
+promoted challenger's lower bound may still lie below the switching cost.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def promotion_bets(bound_r: float, switching_cost_r: float, bets: int = DEFAULT_
 
 def interval_bets(bound_r: float, bets: int = DEFAULT_BETS) -> np.ndarray:
     """The grid of constant bets of the confidence sequence, valid for every mean in the bound."""
-    return 0.25 / bound_r / 2.0 ** np.arange(bets)
+    return BET_CAP / (2.0 * bound_r) / 2.0 ** np.arange(bets)
 
 
 def log_e_process(
