@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from session_learning.domain.drift import cusum_statistic, design_detector
-from session_learning.domain.evidence import log_e_process
+from session_learning.domain.evidence import log_e_process, log_interval_wealth
 
 # Bars in a 4-hour session at 15 minutes.
 BARS_PER_SESSION = 16
@@ -77,6 +77,31 @@ def promotion_sessions(
         hit = log_e[:, bars_per_session - 1 :: bars_per_session] >= cut
         first[lo : lo + n] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.inf)
     return first
+
+
+def confidence_sequence_misses(
+    pool: np.ndarray,
+    *,
+    streams: int,
+    sessions: int,
+    alpha: float,
+    bound_r: float = 6.0,
+    bars_per_session: int = BARS_PER_SESSION,
+    seed: int = 0,
+    chunk: int = 100,
+) -> float:
+    """The share of streams whose confidence sequence excludes the pool's true mean at some bar:
+    exactly the streams where ``K+`` or ``K-`` at the true mean reaches ``2 / alpha``."""
+    rng = np.random.default_rng(seed)
+    mean = float(pool.mean())
+    cut = math.log(2 / alpha)
+    misses = 0
+    for lo in range(0, streams, chunk):
+        n = min(chunk, streams - lo)
+        x = pool[rng.integers(0, len(pool), (n, sessions * bars_per_session))]
+        up, down = log_interval_wealth(x, mean, bound_r)
+        misses += int(((up.max(axis=1) >= cut) | (down.max(axis=1) >= cut)).sum())
+    return misses / streams
 
 
 def detection_sessions(
@@ -143,6 +168,10 @@ def main() -> None:
                 seed=1,
             )
             print(f"  true mean {mean:+.3f} R/bar, skew {skew:+d}: {np.isfinite(first).mean():.3f}")
+    misses = confidence_sequence_misses(
+        difference_pool(rng, 0.03), streams=1000, sessions=500, alpha=alpha, seed=1
+    )
+    print(f"\nconfidence sequence missing the true mean at some bar, 1,000 streams: {misses:.3f}")
     print(f"\nsessions to promotion at threshold K/alpha = {challengers / alpha:.0f}, 200 streams:")
     for mean in (0.03, 0.06, 0.1, 0.2):
         first = promotion_sessions(

@@ -278,6 +278,55 @@ class EvidenceState:
             total_r=self.total_r + float(x.sum()),
         )
 
+    def as_dict(self) -> dict:
+        """Plain JSON-safe values, for storage between sessions (``from_dict`` reads them)."""
+
+        def array(a: np.ndarray | None) -> list | None:
+            return None if a is None else a.tolist()
+
+        return {
+            "settings": dict(self.settings.__dict__),
+            "log_wealth": array(self.log_wealth),
+            "log_up": array(self.log_up),
+            "log_down": array(self.log_down),
+            "lower_r": None if math.isinf(self.lower_r) else self.lower_r,
+            "upper_r": None if math.isinf(self.upper_r) else self.upper_r,
+            "bars": self.bars,
+            "trades": self.trades,
+            "clipped_bars": self.clipped_bars,
+            "total_r": self.total_r,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvidenceState:
+        settings = EvidenceSettings(**data["settings"])
+        shape = (len(_interval_grid(settings.bound_r)), settings.bets)
+
+        def array(values: list | None, expected: tuple[int, ...]) -> np.ndarray | None:
+            if values is None:
+                return None
+            out = np.asarray(values, dtype=np.float64)
+            if out.shape != expected:
+                raise ValueError(
+                    f"stored evidence has an array of shape {out.shape}, expected {expected} for "
+                    "its settings; it was written with other settings"
+                )
+            return out
+
+        lower, upper = data["lower_r"], data["upper_r"]
+        return cls(
+            settings=settings,
+            log_wealth=array(data["log_wealth"], (settings.bets,)),
+            log_up=array(data["log_up"], shape),
+            log_down=array(data["log_down"], shape),
+            lower_r=-math.inf if lower is None else float(lower),
+            upper_r=math.inf if upper is None else float(upper),
+            bars=int(data["bars"]),
+            trades=int(data["trades"]),
+            clipped_bars=int(data["clipped_bars"]),
+            total_r=float(data["total_r"]),
+        )
+
     def e_value(self) -> float:
         """The mixture wealth now (1.0 before any bar)."""
         if self.log_wealth is None:

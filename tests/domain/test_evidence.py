@@ -7,6 +7,7 @@ import pytest
 
 from session_learning.domain.arena_simulation import (
     BARS_PER_SESSION,
+    confidence_sequence_misses,
     difference_pool,
     promotion_sessions,
 )
@@ -80,18 +81,15 @@ def test_confidence_sequence_covers_the_true_mean_at_every_time():
     rng = np.random.default_rng(21)
     true_mean = 0.03
     pool = difference_pool(rng, true_mean, skew=-1)
-    cut = math.log(2 / ALPHA)
-    misses = 0
-    for _ in range(STREAMS // 100):
-        x = pool[rng.integers(0, len(pool), (100, SESSIONS * BARS_PER_SESSION))]
-        up, down = log_interval_wealth(x, true_mean, BOUND)
-        misses += int(((up.max(axis=1) >= cut) | (down.max(axis=1) >= cut)).sum())
-        # A mean 0.1 R away is excluded in most streams: the sequence is not trivially wide.
-        far_up, _ = log_interval_wealth(x[:10], true_mean - 0.1, BOUND)
-        assert (far_up.max(axis=1) >= cut).mean() >= 0.8
-    rate = misses / STREAMS
+    rate = confidence_sequence_misses(
+        pool, streams=STREAMS, sessions=SESSIONS, alpha=ALPHA, bound_r=BOUND, seed=2
+    )
     print(f"\nconfidence sequence misses: {rate:.3f}")
     assert rate <= ALPHA
+    # A mean 0.1 R away is excluded in most streams: the sequence is not trivially wide.
+    x = pool[rng.integers(0, len(pool), (20, SESSIONS * BARS_PER_SESSION))]
+    far_up, _ = log_interval_wealth(x, true_mean - 0.1, BOUND)
+    assert (far_up.max(axis=1) >= math.log(2 / ALPHA)).mean() >= 0.8
 
 
 def test_a_known_edge_is_promoted_and_the_median_time_is_printed():
@@ -195,3 +193,23 @@ def test_wealth_never_goes_negative_on_the_worst_bars():
     log_e, _ = log_e_process(worst, COST, BOUND)
     assert np.isfinite(log_e).all()
     assert interval_bets(BOUND).max() * 2 * BOUND < 1
+
+
+def test_state_survives_storage_between_sessions():
+    import json
+
+    rng = np.random.default_rng(51)
+    x = difference_pool(rng, 0.05, size=5000, bound_r=3.0)[:320].reshape(-1, BARS_PER_SESSION)
+    settings = EvidenceSettings(alpha=ALPHA, switching_cost_r=COST, bound_r=3.0)
+    fresh = EvidenceState(settings)
+    assert EvidenceState.from_dict(json.loads(json.dumps(fresh.as_dict()))).e_value() == 1.0
+    state = fresh
+    for session in x[:10]:
+        state = state.update(session, trades=1)
+    stored = EvidenceState.from_dict(json.loads(json.dumps(state.as_dict())))
+    for session in x[10:]:
+        state, stored = state.update(session), stored.update(session)
+    assert stored.summary("champ") == state.summary("champ")
+    broken = state.as_dict() | {"settings": {**state.as_dict()["settings"], "bets": 4}}
+    with pytest.raises(ValueError, match="other settings"):
+        EvidenceState.from_dict(broken)
