@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,13 +14,15 @@ from session_learning.domain.arena import (
     ChallengerEvidence,
     GateVerdict,
     admit,
+    challenger_evidence,
     decide_promotion,
     demote,
     next_session,
     promote,
+    record_session,
     retire,
 )
-from session_learning.domain.evidence import Evidence
+from session_learning.domain.evidence import Evidence, EvidenceSettings
 
 SETTINGS = ArenaSettings(max_challengers=3, alpha=0.05, max_challenger_sessions=180)
 THRESHOLD = 60.0
@@ -264,3 +267,69 @@ def test_members_and_storage_round_trip():
     stored = json.loads(json.dumps(arena.as_dict()))
     assert Arena.from_dict(stored) == arena
     assert next_session(arena).session == 21
+
+
+def session_marks(rng, versions, bars=16):
+    index = pd.date_range("2026-02-02 08:00", periods=bars, freq="15min", tz="UTC")
+    return {v: pd.Series(rng.normal(0, 0.4, bars).clip(-3, 3), index=index) for v in versions}
+
+
+def test_evidence_against_the_champion_restarts_with_each_reign_and_against_flat_goes_on():
+    rng = np.random.default_rng(3)
+    settings = EvidenceSettings(alpha=0.05, switching_cost_r=0.005)
+    spans = {"champ": 3.0, "a": 3.0, "b": 2.0}
+    arena = Arena(
+        model="m",
+        session=0,
+        champion="champ",
+        challengers=(Challenger("a", "periodic"), Challenger("b", "periodic")),
+    )
+    pairs = {}
+    for _ in range(3):
+        marks = session_marks(rng, ("champ", "a", "b"))
+        pairs = record_session(arena, marks, {"a": 1}, spans, pairs, settings)
+        arena = next_session(arena)
+    assert pairs["a"].vs_champion.bars == 48 and pairs["a"].vs_flat.bars == 48
+    assert pairs["a"].vs_champion.trades == 3
+    # Bounds follow the pair: 3 + 3 against the champion, 3 against FLAT, 2 + 3 for b.
+    assert pairs["a"].vs_champion.settings.bound_r == 6.0
+    assert pairs["a"].vs_flat.settings.bound_r == 3.0
+    assert pairs["b"].vs_champion.settings.bound_r == 5.0
+
+    # A demotion: FLAT reigns from now; the champion comparison restarts, FLAT's goes on.
+    before = dict(pairs)
+    arena, _ = demote(arena, None, challenger_evidence(arena, pairs, SETTINGS), SETTINGS)
+    summaries = challenger_evidence(arena, pairs, SETTINGS)
+    assert summaries["a"].vs_champion.baseline == "champ (champion from session 0)"
+    decision = decide_promotion(arena, summaries, {}, SETTINGS)
+    verdict = next(c for c in decision.candidates if c.version == "a")
+    assert "not the champion FLAT" in " ".join(verdict.reasons)
+    marks = session_marks(rng, ("champ", "a", "b"))
+    pairs = record_session(arena, marks, {}, spans, pairs, settings)
+    assert pairs["a"].vs_champion.bars == 16 and pairs["a"].vs_flat.bars == 64
+    # Against FLAT the difference is the challenger's own marks, clipped at its span.
+    assert pairs["a"].vs_champion.total_r == pytest.approx(marks["a"].clip(-3, 3).sum())
+    assert pairs["a"].champion == FLAT
+    assert "champ" in pairs  # the paused champion is now a challenger with its own evidence
+
+    # The same version champion again later: a new reign, so the old comparison is not reused.
+    again = Arena(
+        model="m",
+        session=9,
+        champion="champ",
+        champion_since=9,
+        challengers=(Challenger("a", "periodic"), Challenger("b", "periodic")),
+    )
+    assert challenger_evidence(again, before, SETTINGS)["b"].vs_champion.baseline != "champ"
+    pairs = record_session(
+        again, session_marks(rng, ("champ", "a", "b")), {}, spans, before, settings
+    )
+    assert pairs["b"].vs_champion.bars == 16 and pairs["b"].vs_flat.bars == 64
+    assert challenger_evidence(again, pairs, SETTINGS)["b"].vs_champion.baseline == "champ"
+
+
+def test_recording_a_session_without_a_members_marks_is_a_clear_error():
+    arena = Arena(model="m", champion="champ", challengers=(Challenger("a", "periodic"),))
+    marks = session_marks(np.random.default_rng(1), ("a",))
+    with pytest.raises(ValueError, match=r"no marks or no barrier span for \['champ'\]"):
+        record_session(arena, marks, {}, {"a": 3.0, "champ": 3.0}, {})

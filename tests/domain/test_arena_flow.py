@@ -8,22 +8,22 @@ from session_learning.domain.arena import (
     FLAT,
     Arena,
     ArenaSettings,
-    ChallengerEvidence,
     GateVerdict,
     admit,
+    challenger_evidence,
     decide_promotion,
     next_session,
     promote,
+    record_session,
 )
 from session_learning.domain.backtest import BacktestConfig, CostModel
 from session_learning.domain.evidence import (
     EvidenceSettings,
-    EvidenceState,
     barrier_span_r,
     difference_bound_r,
 )
 from session_learning.domain.features import atr
-from session_learning.domain.shadow import pair_marks, shadow_book
+from session_learning.domain.shadow import shadow_book
 from session_learning.domain.synthetic import generate_bars
 
 CONFIG = BacktestConfig(tp_atr=2.0, sl_atr=1.0, max_holding_bars=12)
@@ -50,26 +50,24 @@ def test_a_member_with_a_real_edge_is_promoted_over_flat_and_a_coin_flipper_is_n
     for version in signals:
         arena, admission = admit(arena, version, "session_learned", {}, settings)
         assert admission.admitted
-    states = {v: EvidenceState(evidence_settings) for v in signals}
     gate = GateVerdict(True, "validation", bars.index[0], bars.index[0] - pd.Timedelta(days=1))
 
-    promoted_at, decision = None, None
+    spans = {v: span for v in signals}
+    promoted_at, decision, pairs = None, None, {}
     starts = pd.date_range(bars.index[0], bars.index[-1], freq=SESSION)
     for start in starts[:-1]:
         end = start + SESSION
         upto = bars.index < end
+        marks, trades = {}, {}
         for version, signal in signals.items():
             # Each session sees only the bars that exist by its end.
             book = shadow_book(bars[upto], signal[upto], width[upto], CONFIG, COSTS)
-            marks, trades = book.session(start, end)
-            if len(marks) == 0:
-                continue
-            diff, clipped = pair_marks(marks, None, evidence_settings.bound_r)
-            states[version] = states[version].update(diff, len(trades), clipped)
-        evidence = {
-            v: ChallengerEvidence(s.summary(FLAT, settings.e_threshold), s.summary(FLAT))
-            for v, s in states.items()
-        }
+            marks[version], closed = book.session(start, end)
+            trades[version] = len(closed)
+        if len(marks["seer"]) == 0:  # the weekend
+            continue
+        pairs = record_session(arena, marks, trades, spans, pairs, evidence_settings)
+        evidence = challenger_evidence(arena, pairs, settings)
         decision = decide_promotion(arena, evidence, {v: gate for v in signals}, settings)
         if decision.promote:
             promoted_at = arena.session
@@ -84,10 +82,6 @@ def test_a_member_with_a_real_edge_is_promoted_over_flat_and_a_coin_flipper_is_n
     print(f"evidence at promotion: {record}")
     assert record["e_value"] >= 60 and record["trades"] > 0
     assert record["lower_r"] <= record["mean_r"] <= record["upper_r"]
-    assert record["lower_r"] > coin_lower(states)
-    coin = states["coin"].summary(FLAT)
+    coin = pairs["coin"].vs_flat.summary(FLAT)
+    assert record["lower_r"] > coin.lower_r
     assert coin.e_value < 60 and coin.lower_r <= 0 <= coin.upper_r
-
-
-def coin_lower(states):
-    return states["coin"].summary(FLAT).lower_r
