@@ -35,6 +35,9 @@ decision that says why:
   judgement record.
 
 Sessions are counted by the arena (``next_session``), so the rules do not depend on a calendar.
+``record_session`` folds a session's marks into every challenger's evidence (restarting the
+comparison with the champion at each new reign) and ``challenger_evidence`` summarizes it for the
+rules above.
 """
 
 from __future__ import annotations

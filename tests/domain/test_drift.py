@@ -44,8 +44,8 @@ def test_false_alarms_stay_within_the_budget_on_in_control_champions(budget, sha
     alarms = (cusum_statistic(live, detector.reference_r) >= detector.threshold).any(axis=1)
     rate = alarms.mean()
     print(f"\n{shape}, budget {budget}: {rate:.3f} false alarms per 100 sessions")
-    # Calibration noise (a 3,000-trade validation mean) allowed for: 1.6x the budget at most.
-    assert rate <= 1.6 * budget
+    # Within the budget up to the Monte Carlo error of 4,000 streams.
+    assert rate <= budget + 3 * np.sqrt(budget * (1 - budget) / len(live))
     assert rate >= budget / 4  # the threshold is not needlessly high either
 
 
