@@ -54,6 +54,21 @@ class ShadowBook:
     open_position: OpenPosition | None
     marks: pd.Series
 
+    def resume_from(self) -> pd.Timestamp | None:
+        """The first bar a later book must start from to continue this one exactly.
+
+        The backtest's walk keeps no memory once flat, so a book over the bars from here on gives
+        the same trades and marks as this book extended, for every bar after this book's last:
+        the signal bar of the open position, or the last bar (its signal may enter at the next
+        open). None for an empty book. This keeps a session's book to the session's bars plus
+        one open trade, instead of the member's whole history.
+        """
+        if len(self.marks) == 0:
+            return None
+        if self.open_position is not None:
+            return self.marks.index[self.open_position.signal_index]
+        return self.marks.index[-1]
+
     def session(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Series, pd.DataFrame]:
         """The marks of the bars opening in ``[start, end)`` and the trades whose exit bar does."""
         index = self.marks.index

@@ -135,3 +135,22 @@ def test_backtest_and_book_agree_on_the_total():
     if book.open_position is not None:
         open_part = book.marks.iloc[book.open_position.entry_idx :].sum()
     assert book.marks.sum() - open_part == pytest.approx(result.trades["r_multiple"].sum())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_book_resumed_from_its_resume_bar_continues_it_exactly(seed):
+    bars, signals, atr = random_case(seed, n=400)
+    full = shadow_book(bars, signals, atr, CONFIG, COSTS)
+    for cut in (101, 202, 333):
+        early = shadow_book(bars.iloc[:cut], signals[:cut], atr[:cut], CONFIG, COSTS)
+        r = bars.index.get_loc(early.resume_from())
+        later = shadow_book(bars.iloc[r:], signals[r:], atr[r:], CONFIG, COSTS)
+        np.testing.assert_allclose(
+            later.marks.to_numpy()[cut - r :], full.marks.to_numpy()[cut:], atol=1e-12
+        )
+        after = full.trades[full.trades["signal_index"] >= r]
+        pd.testing.assert_frame_equal(
+            later.trades.drop(columns="signal_index").reset_index(drop=True),
+            after.drop(columns="signal_index").reset_index(drop=True),
+        )
+        assert (later.trades["signal_index"] + r).tolist() == after["signal_index"].tolist()
