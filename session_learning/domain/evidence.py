@@ -1,7 +1,7 @@
 """Forward evidence: is a challenger better than the champion (or FLAT) on bars nobody trained on?
 
-Every arena member marks its shadow position to market on every bar (``shadow.mark_to_market_r``),
-so two members give one *paired* difference per bar: challenger R minus baseline R on the same
+Every arena member marks its shadow position to market on every bar (``shadow.shadow_book``'s
+``marks``), so two members give one *paired* difference per bar: challenger R minus baseline R on the same
 bar (FLAT's R is 0 on every bar). This module turns that stream into an anytime-valid test and a
 confidence sequence, both safe to look at after every session without inflating the error rate.
 
@@ -12,8 +12,8 @@ conditional mean is at most the switching cost).
 Bounded differences. Betting needs a known bound ``|d| <= bound_r``. On a bar where a position is
 open and no barrier was touched, the close lies between the stop and the take profit, so one
 member's mark-to-market change is at most the barrier span, ``(tp_atr + sl_atr) / sl_atr`` R; the
-exit bar fills at a barrier, within the same span. Only a gap through the stop (a fill at the
-open, beyond the stop) exceeds it. The bound of a difference is the sum of the two members' spans
+exit bar fills at a barrier (or times out at the close), within the same span. Only a gap through
+the stop (a fill at the open, beyond the stop) exceeds it, or costs on top of a full-span bar. The bound of a difference is the sum of the two members' spans
 (``difference_bound_r``; 6 R for the default 2:1 brackets). ``paired_differences`` clips at it and
 counts the clipped bars, which the evidence reports: the test is about the mean of the *clipped*
 difference, equal to the raw mean except on gap bars. A wider bound would cost power (the largest
@@ -28,14 +28,14 @@ uniform mixture over a grid of constant bets ``lam_k = 0.9 / (bound_r + switchin
 ("diversified Kelly"): a mixture of supermartingales is one, and it grows almost as fast as the
 best bet of the grid (losing ``log(bets)``) without having to estimate the edge first. The largest
 bet keeps a tenth of its wealth on the worst possible bar and the smaller ones far more; a cap of
-0.9 rather than the textbook 0.5 promotes a 0.1 R-a-bar edge in about 34 sessions instead of 53
-(16 bars a session), because with a 6 R bound the cap, not the edge, limits the best bet. No
+0.9 rather than the textbook 0.5 promotes a 0.1 R-a-bar edge in about 35 sessions instead of
+about 53 (16 bars a session), because with a 6 R bound the cap, not the edge, limits the best bet. No
 plug-in estimate, so a session's update is a sum.
 
 The confidence sequence. For every candidate mean ``m`` on a grid, two such wealths bet that the
 mean is above ``m`` (``K+``) and below it (``K-``), with bets ``0.9 / (2 bound_r) / 2**k``, the same
-for every ``m`` and small enough for any ``m`` in ``[-bound_r, bound_r]`` (``|d - m| <= 2 bound_r``). ``m`` is excluded once ``K+(m)`` or ``K-(m)`` reaches
-``2 / alpha``; the sequence ``[lower, upper]`` is the running intersection, so it only shrinks.
+for every ``m`` and small enough for any ``m`` in ``[-bound_r, bound_r]`` (``|d - m| <= 2 bound_r``).
+``m`` is excluded once ``K+(m)`` or ``K-(m)`` reaches ``2 / alpha``; the sequence ``[lower, upper]`` is the running intersection, so it only shrinks.
 Because ``K+(m)`` decreases in ``m``, the true mean stays inside at every time at once with
 probability at least ``1 - alpha``. The e-value decides; the sequence describes. Its bets are half
 the e-process's (they must be valid for every ``m``), so it is the more conservative of the two: a
