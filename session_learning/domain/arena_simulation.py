@@ -168,6 +168,25 @@ def main() -> None:
                 seed=1,
             )
             print(f"  true mean {mean:+.3f} R/bar, skew {skew:+d}: {np.isfinite(first).mean():.3f}")
+    stays = challengers * 2190 / 180
+    print(
+        f"\nper model-year at K/alpha = {challengers / alpha:.0f}: each challenger stays at most 180 "
+        f"sessions, so about {stays:.1f} enter in 2,190 sessions (6 a day); 4,000 null streams:"
+    )
+    for mean in (0.0, cost):
+        first = promotion_sessions(
+            difference_pool(rng, mean),
+            streams=4000,
+            sessions=180,
+            threshold=challengers / alpha,
+            switching_cost_r=cost,
+            seed=5,
+        )
+        per_challenger = float(np.isfinite(first).mean())
+        print(
+            f"  true mean {mean:+.3f} R/bar: {per_challenger:.4f} per challenger, "
+            f"{1 - (1 - per_challenger) ** stays:.3f} per model-year"
+        )
     misses = confidence_sequence_misses(
         difference_pool(rng, 0.03), streams=1000, sessions=500, alpha=alpha, seed=1
     )
