@@ -26,10 +26,21 @@ decision that says why:
   champion at once, the paused version stays as a challenger (``previous_champion``) so it can earn
   its place back, and a recency-weighted challenger is requested. Evidence against the champion
   restarts for every challenger, because the baseline changed.
+- **Betting capital** (why churn cannot buy a false promotion). Each reign of a champion starts
+  with a betting capital of 1, a share of ``1 / K`` per place. A challenger bets its share
+  against the champion; when it leaves (evicted, overstayed, futile) what its share is worth now,
+  share times e-value, returns to the pool, and a newcomer takes the pool's cash for its free
+  place. The reign's total wealth is then a nonnegative supermartingale while no challenger is
+  better than the champion, however many come and go, so no challenger of the reign is promoted
+  falsely with probability above alpha (Ville). A challenger's threshold is
+  ``1 / (alpha * share)``: ``K / alpha`` for a full share, more for one that inherited a loser's
+  place. (Bonferroni at ``K / alpha`` per challenger, without the recycling, let a clone through
+  in about a quarter of simulated model-years: hundreds of challengers pass through a year when
+  a new candidate arrives every session.)
 - **Promotion** (``decide_promotion`` / ``promote``). A challenger replaces the champion only when
-  (a) its e-value against the champion *and* against FLAT reached ``K / alpha`` (an
-  intersection-union test needs no correction for asking both; dividing alpha by K covers the K
-  challengers asking at once), and (b) it passed the seed's gates on data it never trained on.
+  (a) its e-value against the champion *and* against FLAT reached its threshold (an
+  intersection-union test needs no correction for asking both), and (b) it passed the seed's
+  gates on data it never trained on.
   Among several eligible challengers the one with the highest e-value against the champion wins.
   The replaced champion stays as a challenger. Every decision carries its evidence numbers for the
   judgement record.
@@ -42,6 +53,7 @@ rules above.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -95,8 +107,13 @@ class ArenaSettings:
 
     @property
     def e_threshold(self) -> float:
-        """The e-value a challenger needs against the champion and against FLAT."""
+        """The e-value a challenger with a full share of the betting capital needs against the
+        champion and against FLAT."""
         return self.max_challengers / self.alpha
+
+    def share(self) -> float:
+        """A full share of a reign's betting capital."""
+        return 1.0 / self.max_challengers
 
 
 @dataclass(frozen=True)
@@ -106,8 +123,11 @@ class Challenger:
     version: str
     kind: ChallengerKind
     entered_session: int = 0
+    capital: float | None = None  # its share of the reign's betting capital; None: a full share
 
     def __post_init__(self) -> None:
+        if self.capital is not None and not 0 <= self.capital <= 1:
+            raise ValueError(f"capital must be in [0, 1], got {self.capital}")
         if not self.version or self.version == FLAT:
             raise ValueError(f"a challenger needs a model version other than {FLAT!r}")
         if self.kind not in CHALLENGER_KINDS:
@@ -127,6 +147,7 @@ class Arena:
     challengers: tuple[Challenger, ...] = ()
     paused: str | None = None
     requests: tuple[str, ...] = ()
+    idle_capital: float | None = None  # the reign's cash no challenger holds; None: free shares
 
     def members(self) -> tuple[str, ...]:
         """Every version that must be marked on the session's bars (FLAT needs no marks)."""
@@ -146,6 +167,7 @@ class Arena:
             "challengers": [c.__dict__.copy() for c in self.challengers],
             "paused": self.paused,
             "requests": list(self.requests),
+            "idle_capital": self.idle_capital,
         }
 
     @classmethod
@@ -158,6 +180,7 @@ class Arena:
             challengers=tuple(Challenger(**c) for c in data["challengers"]),
             paused=data.get("paused"),
             requests=tuple(data.get("requests", ())),
+            idle_capital=data.get("idle_capital"),
         )
 
 
@@ -227,6 +250,7 @@ class CandidateVerdict:
 
     version: str
     eligible: bool
+    threshold: float
     reasons: tuple[str, ...]
     e_value_vs_champion: float | None
     e_value_vs_flat: float | None
@@ -282,23 +306,82 @@ def admit(
     settings: ArenaSettings = ArenaSettings(),
 ) -> tuple[Arena, Admission]:
     """Enter a candidate as a challenger by the entry and eviction rules (module docstring)."""
-    newcomer = Challenger(version, kind, arena.session)
+    return _admit(arena, version, kind, evidence, settings, cash_from_evidence=True)
+
+
+def _admit(
+    arena: Arena,
+    version: str,
+    kind: ChallengerKind,
+    evidence: Mapping[str, ChallengerEvidence],
+    settings: ArenaSettings,
+    *,
+    cash_from_evidence: bool,
+) -> tuple[Arena, Admission]:
+    """``admit``. At the start of a reign every e-value is 1, so a leaving challenger's cash is
+    its share (``cash_from_evidence=False``) while ``evidence`` still ranks who leaves."""
+    Challenger(version, kind, arena.session)  # checks the version and the kind
     if version == arena.champion or arena.challenger(version) is not None:
         return arena, Admission(version, False, None, f"{version} is already in the arena")
     requests = tuple(r for r in arena.requests if r != kind)
+    idle = idle_capital(arena, settings)
     if len(arena.challengers) < settings.max_challengers:
-        return replace(arena, challengers=(*arena.challengers, newcomer), requests=requests), (
-            Admission(version, True, None, f"{version} ({kind}) entered: a place was free")
+        share = idle / (settings.max_challengers - len(arena.challengers))
+        newcomer = Challenger(version, kind, arena.session, share)
+        entered = replace(
+            arena,
+            challengers=(*arena.challengers, newcomer),
+            requests=requests,
+            idle_capital=idle - share,
+        )
+        return entered, Admission(
+            version, True, None, f"{version} ({kind}) entered: a place was free"
         )
     victim, why = _eviction_victim(arena, kind, evidence, settings)
     if victim is None:
         return arena, Admission(version, False, None, f"{version} ({kind}) refused: {why}")
+    e_value = _e_vs_champion(evidence, victim.version) if cash_from_evidence else None
+    cash = idle + capital_of(victim, settings) * (1.0 if e_value is None else e_value)
     kept = tuple(c for c in arena.challengers if c.version != victim.version)
-    return replace(arena, challengers=(*kept, newcomer), requests=requests), Admission(
+    newcomer = Challenger(version, kind, arena.session, min(cash, 1.0))
+    entered = replace(arena, challengers=(*kept, newcomer), requests=requests, idle_capital=0.0)
+    return entered, Admission(
         version,
         True,
         victim.version,
-        f"{version} ({kind}) entered in place of {victim.version}: {why}",
+        f"{version} ({kind}) entered in place of {victim.version} with a share of "
+        f"{min(cash, 1.0):.3g}: {why}",
+    )
+
+
+def capital_of(challenger: Challenger, settings: ArenaSettings = ArenaSettings()) -> float:
+    """A challenger's share of its reign's betting capital."""
+    return settings.share() if challenger.capital is None else challenger.capital
+
+
+def idle_capital(arena: Arena, settings: ArenaSettings = ArenaSettings()) -> float:
+    """The reign's cash no challenger holds (free places' shares and what leavers left)."""
+    if arena.idle_capital is not None:
+        return arena.idle_capital
+    return max(0.0, 1.0 - sum(capital_of(c, settings) for c in arena.challengers))
+
+
+def challenger_threshold(
+    challenger: Challenger, settings: ArenaSettings = ArenaSettings()
+) -> float:
+    """The e-value this challenger needs: ``1 / (alpha * share)`` (``K / alpha`` for a full
+    share; infinite for one whose place came with no cash)."""
+    share = capital_of(challenger, settings)
+    return math.inf if share <= 0 else 1.0 / (settings.alpha * share)
+
+
+def _new_reign(arena: Arena, settings: ArenaSettings) -> Arena:
+    """A new champion (or FLAT): every challenger gets a full share again, and the shares of the
+    free places are idle."""
+    share = settings.share()
+    challengers = tuple(replace(c, capital=share) for c in arena.challengers)
+    return replace(
+        arena, challengers=challengers, idle_capital=max(0.0, 1.0 - share * len(challengers))
     )
 
 
@@ -335,7 +418,12 @@ def retire(
             )
     gone = {r.version for r in leaving}
     kept = tuple(c for c in arena.challengers if c.version not in gone)
-    return replace(arena, challengers=kept), tuple(leaving)
+    cash = idle_capital(arena, settings)
+    for c in arena.challengers:
+        if c.version in gone:
+            e_value = _e_vs_champion(evidence, c.version)
+            cash += capital_of(c, settings) * (1.0 if e_value is None else e_value)
+    return replace(arena, challengers=kept, idle_capital=cash), tuple(leaving)
 
 
 def demote(
@@ -364,8 +452,16 @@ def demote(
     flat = replace(
         arena, champion=FLAT, champion_since=arena.session, paused=paused, requests=requests
     )
+    flat = _new_reign(flat, settings)
     # Evidence against the old champion no longer applies: eviction ranks by evidence vs FLAT.
-    flat, admission = admit(flat, paused, "previous_champion", _against_flat(evidence), settings)
+    flat, admission = _admit(
+        flat,
+        paused,
+        "previous_champion",
+        _against_flat(evidence),
+        settings,
+        cash_from_evidence=False,
+    )
     stays = "stays as a challenger" if admission.admitted else f"leaves ({admission.reason})"
     return flat, Demotion(
         paused,
@@ -388,7 +484,13 @@ def decide_promotion(
     verdicts: list[CandidateVerdict] = []
     for c in arena.challengers:
         verdicts.append(
-            _verdict(arena, c, evidence.get(c.version), gates.get(c.version), threshold)
+            _verdict(
+                arena,
+                c,
+                evidence.get(c.version),
+                gates.get(c.version),
+                challenger_threshold(c, settings),
+            )
         )
     eligible = [v for v in verdicts if v.eligible]
     winner = max(eligible, key=lambda v: v.e_value_vs_champion) if eligible else None
@@ -396,7 +498,7 @@ def decide_promotion(
         summary = (
             f"promote {winner.version} over {arena.champion}: e-value "
             f"{winner.e_value_vs_champion:.3g} vs the champion and {winner.e_value_vs_flat:.3g} "
-            f"vs FLAT, both >= {threshold:.3g}, gates passed on unseen data"
+            f"vs FLAT, both >= its threshold {winner.threshold:.3g}, gates passed on unseen data"
         )
     elif not arena.challengers:
         summary = f"no challenger: {arena.champion} stays"
@@ -449,8 +551,16 @@ def promote(
         paused=None,
         requests=tuple(r for r in arena.requests if r != "recency_weighted"),
     )
+    promoted = _new_reign(promoted, settings)
     if old != FLAT:
-        promoted, _ = admit(promoted, old, "previous_champion", _against_flat(evidence), settings)
+        promoted, _ = _admit(
+            promoted,
+            old,
+            "previous_champion",
+            _against_flat(evidence),
+            settings,
+            cash_from_evidence=False,
+        )
     return promoted
 
 
@@ -464,7 +574,7 @@ def _verdict(
     reasons: list[str] = []
     if evidence is None:
         return CandidateVerdict(
-            c.version, False, ("no forward evidence yet",), None, None, {}, None
+            c.version, False, threshold, ("no forward evidence yet",), None, None, {}, None
         )
     vs_champion, vs_flat = evidence.vs_champion, evidence.vs_flat
     if vs_champion.baseline != arena.champion:
@@ -503,6 +613,7 @@ def _verdict(
     return CandidateVerdict(
         c.version,
         eligible,
+        threshold,
         tuple(reasons),
         vs_champion.e_value,
         vs_flat.e_value,
@@ -649,11 +760,12 @@ def challenger_evidence(
 ) -> dict[str, ChallengerEvidence]:
     """The evidence summaries ``decide_promotion`` and the eviction rules read. Evidence recorded
     against an earlier champion is reported against that champion, so it cannot promote."""
-    threshold = settings.e_threshold
     out: dict[str, ChallengerEvidence] = {}
     for version, state in states.items():
-        if arena.challenger(version) is None:
+        challenger = arena.challenger(version)
+        if challenger is None:
             continue
+        threshold = challenger_threshold(challenger, settings)
         baseline = state.champion
         if (state.champion, state.champion_since) != (arena.champion, arena.champion_since):
             baseline = f"{state.champion} (champion from session {state.champion_since})"

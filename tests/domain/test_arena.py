@@ -14,14 +14,18 @@ from session_learning.domain.arena import (
     ChallengerEvidence,
     GateVerdict,
     admit,
+    capital_of,
     challenger_evidence,
+    challenger_threshold,
     decide_promotion,
     demote,
+    idle_capital,
     next_session,
     promote,
     record_session,
     retire,
 )
+from session_learning.domain.arena_simulation import clone_arena_years, difference_pool
 from session_learning.domain.evidence import Evidence, EvidenceSettings
 
 SETTINGS = ArenaSettings(max_challengers=3, alpha=0.05, max_challenger_sessions=180)
@@ -79,7 +83,8 @@ def test_settings_threshold_is_k_over_alpha():
 def test_a_candidate_enters_while_there_is_room_and_not_twice():
     arena = Arena(model="m", champion="champ")
     arena, admission = admit(arena, "a", "session_learned", {}, SETTINGS)
-    assert admission.admitted and arena.challengers == (Challenger("a", "session_learned", 0),)
+    assert admission.admitted
+    assert arena.challengers == (Challenger("a", "session_learned", 0, capital=1 / 3),)
     same, again = admit(arena, "a", "periodic", {}, SETTINGS)
     assert not again.admitted and same == arena and "already" in again.reason
     _, champion = admit(arena, "champ", "periodic", {}, SETTINGS)
@@ -135,7 +140,7 @@ def test_retire_overstayed_and_futile_challengers():
     # Young challengers and ones judged for less than the minimum stay are kept.
     young = full_arena(session=20)
     kept, gone = retire(young, {"c": both("champ", 0.001)}, SETTINGS)
-    assert gone == () and kept == young
+    assert gone == () and kept.challengers == young.challengers
     recent_champion = Arena(**{**arena.__dict__, "session": 30, "champion_since": 28})
     _, gone = retire(recent_champion, {"a": both("champ", 0.001)}, SETTINGS)
     assert gone == ()
@@ -148,7 +153,9 @@ def test_demotion_pauses_the_champion_keeps_it_as_a_challenger_and_asks_for_rece
     alarm = {"alarm": True, "statistic": 21.0, "threshold": 19.6}
     paused, demotion = demote(arena, alarm, {"a": both("champ", 2.0, vs_flat=0.5)}, SETTINGS)
     assert paused.champion == FLAT and paused.champion_since == 40 and paused.paused == "champ"
-    assert paused.challenger("champ") == Challenger("champ", "previous_champion", 40)
+    back = paused.challenger("champ")
+    assert (back.kind, back.entered_session) == ("previous_champion", 40)
+    assert back.capital == pytest.approx(1 / 3)
     assert paused.requests == ("recency_weighted",)
     assert demotion.demoted == "champ" and demotion.restart_evidence
     assert demotion.change["statistic"] == 21.0
@@ -248,7 +255,10 @@ def test_the_replaced_champion_stays_as_a_challenger():
     decision = decide_promotion(arena, ev, {"a": gates()}, SETTINGS)
     after = promote(arena, decision, ev, SETTINGS)
     assert after.champion == "a"
-    assert after.challengers == (Challenger("champ", "previous_champion", 70),)
+    assert [(c.version, c.kind, c.entered_session) for c in after.challengers] == [
+        ("champ", "previous_champion", 70)
+    ]
+    assert after.challengers[0].capital == pytest.approx(1 / 3)
 
 
 def test_a_stale_decision_cannot_be_applied():
@@ -333,3 +343,83 @@ def test_recording_a_session_without_a_members_marks_is_a_clear_error():
     marks = session_marks(np.random.default_rng(1), ("a",))
     with pytest.raises(ValueError, match=r"no marks or no barrier span for \['champ'\]"):
         record_session(arena, marks, {}, {"a": 3.0, "champ": 3.0}, {})
+
+
+def test_a_leavers_cash_goes_to_the_newcomer_and_sets_its_threshold():
+    arena = full_arena()  # three full shares of 1/3, nothing idle
+    ev = {"a": both("champ", 2.0), "b": both("champ", 0.4), "c": both("champ", 0.5)}
+    arena, admission = admit(arena, "d", "session_learned", ev, SETTINGS)
+    assert admission.evicted == "b"
+    d = arena.challenger("d")
+    assert capital_of(d, SETTINGS) == pytest.approx(0.4 / 3)
+    assert challenger_threshold(d, SETTINGS) == pytest.approx(1 / (0.05 * 0.4 / 3))  # 150
+    # The same e-value promotes a full share but not the newcomer's smaller one.
+    ev = {"a": both("champ", 100.0), "c": both("champ", 30.0), "d": both("champ", 100.0)}
+    decision = decide_promotion(arena, ev, {v: gates() for v in "acd"}, SETTINGS)
+    by = {c.version: c for c in decision.candidates}
+    assert by["a"].eligible and by["a"].threshold == pytest.approx(60.0)
+    assert not by["d"].eligible and by["d"].threshold == pytest.approx(150.0)
+    assert decision.winner == "a"
+
+
+def test_retiring_returns_cash_to_the_pool_and_a_new_reign_restores_full_shares():
+    arena = full_arena(session=182)  # a overstayed
+    arena, gone = retire(arena, {"a": both("champ", 3.0)}, SETTINGS)
+    assert [r.version for r in gone] == ["a"]
+    assert idle_capital(arena, SETTINGS) == pytest.approx(3.0 / 3)  # 1/3 share worth 3x
+    # A newcomer in the free place takes the pool's cash (capped at a whole capital).
+    arena, _ = admit(arena, "n", "periodic", {}, SETTINGS)
+    assert capital_of(arena.challenger("n"), SETTINGS) == pytest.approx(1.0)
+    assert idle_capital(arena, SETTINGS) == pytest.approx(0.0)
+    # A demotion starts a new reign: full shares for everyone, nothing carried over.
+    paused, _ = demote(arena, None, {}, SETTINGS)
+    assert all(capital_of(c, SETTINGS) == pytest.approx(1 / 3) for c in paused.challengers)
+    assert len(paused.challengers) == 3 and paused.challenger("champ") is not None
+    assert Arena.from_dict(json.loads(json.dumps(paused.as_dict()))) == paused
+
+
+def test_clone_challengers_churning_every_session_are_not_promoted_more_than_alpha_per_reign():
+    # Every session a new candidate arrives and, through the real rules, evicts a clone that is
+    # behind; hundreds pass through. The recycled betting capital keeps the reign's false
+    # promotions at alpha (here: how often, over 24 reigns of 600 sessions, a clone got through).
+    rng = np.random.default_rng(61)
+    pool = difference_pool(rng, 0.0)
+    promotions, entered = clone_arena_years(pool, years=24, sessions_per_year=600, seed=7)
+    print(
+        f"\nclone reigns with a promotion: {np.mean(promotions > 0):.3f}; entered {entered.mean():.0f}"
+    )
+    assert entered.mean() > 100
+    assert np.mean(promotions > 0) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 24)
+
+
+def test_moving_capital_is_self_financing():
+    # The reign's wealth, idle cash plus every share times its e-value, is what Ville's
+    # inequality bounds; entering and leaving must never create any.
+    rng = np.random.default_rng(71)
+    arena = Arena(model="m", champion="champ")
+    e_values: dict[str, float] = {}
+
+    def wealth(a):
+        held = sum(capital_of(c, SETTINGS) * e_values.get(c.version, 1.0) for c in a.challengers)
+        return idle_capital(a, SETTINGS) + held
+
+    for session in range(300):
+        ev = {v: both("champ", e) for v, e in e_values.items()}
+        before = wealth(arena)
+        arena, admission = admit(arena, f"n{session}", "session_learned", ev, SETTINGS)
+        if admission.evicted:
+            e_values.pop(admission.evicted)
+        newcomer = arena.challenger(f"n{session}")
+        if newcomer is not None and capital_of(newcomer, SETTINGS) >= 1.0:
+            assert wealth(arena) <= before + 1e-12  # the share is capped at the whole capital
+        else:
+            assert wealth(arena) == pytest.approx(before, rel=1e-12)
+        for c in arena.challengers:  # a session of betting: e-values move
+            e_values[c.version] = e_values.get(c.version, 1.0) * float(rng.choice([0.7, 1.3]))
+        ev = {v: both("champ", e) for v, e in e_values.items()}
+        before = wealth(arena)
+        arena, gone = retire(arena, ev, SETTINGS)
+        for r in gone:
+            e_values.pop(r.version)
+        assert wealth(arena) == pytest.approx(before, rel=1e-12)
+        arena = next_session(arena)
