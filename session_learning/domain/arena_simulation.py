@@ -119,37 +119,109 @@ def clone_arena_years(
     that entered.
     """
     rng = np.random.default_rng(seed)
-    trained = pd.Timestamp("2000-01-01", tz="UTC")
-    gate = GateVerdict(True, "validation", trained + pd.Timedelta(days=1), trained)
     promotions = np.zeros(years, dtype=np.int64)
     entered = np.zeros(years, dtype=np.int64)
     for year in range(years):
-        arena = Arena(model="clones", champion="champion")
-        wealth: dict[str, np.ndarray] = {}
-        for session in range(sessions_per_year):
-            arena, admission = admit(
-                arena, f"c{session}", "session_learned", _clone_evidence(arena, wealth), settings
-            )
-            if admission.admitted:
-                entered[year] += 1
-                wealth.pop(admission.evicted or "", None)
-            for c in arena.challengers:
-                x = pool[rng.integers(0, len(pool), bars_per_session)]
-                start = wealth.get(c.version, np.zeros(DEFAULT_BETS))
-                _, wealth[c.version] = log_e_process(x, switching_cost_r, bound_r, log_wealth=start)
-            evidence = _clone_evidence(arena, wealth)
-            arena, gone = retire(arena, evidence, settings)
-            for r in gone:
-                wealth.pop(r.version, None)
-            evidence = _clone_evidence(arena, wealth)
-            gates = {c.version: gate for c in arena.challengers}
-            decision = decide_promotion(arena, evidence, gates, settings)
-            if decision.promote:
-                promotions[year] += 1
-                arena = promote(arena, decision, evidence, settings)
-                wealth = {}  # a new reign: every comparison restarts
-            arena = next_session(arena)
+        promotions[year], entered[year], _ = _run_arena(
+            rng,
+            pool,
+            None,
+            None,
+            sessions_per_year,
+            settings,
+            switching_cost_r,
+            bound_r,
+            bars_per_session,
+        )
     return promotions, entered
+
+
+def late_entrant_sessions(
+    pool: np.ndarray,
+    better_pool: np.ndarray,
+    *,
+    arrives: int,
+    streams: int,
+    horizon: int = 500,
+    settings: ArenaSettings = ArenaSettings(),
+    switching_cost_r: float = 0.005,
+    bound_r: float = 6.0,
+    bars_per_session: int = BARS_PER_SESSION,
+    seed: int = 0,
+) -> np.ndarray:
+    """The price of churn: from session ``arrives`` of a reign full of churning clones, every new
+    candidate is better (differences from ``better_pool``), as after a change that the newest
+    models have learned. Returns the sessions until one of them is promoted (``inf`` if none
+    within ``horizon`` sessions).
+    """
+    rng = np.random.default_rng(seed)
+    out = np.full(streams, np.inf)
+    for k in range(streams):
+        _, _, promoted_at = _run_arena(
+            rng,
+            pool,
+            better_pool,
+            arrives,
+            arrives + horizon,
+            settings,
+            switching_cost_r,
+            bound_r,
+            bars_per_session,
+        )
+        if promoted_at is not None:
+            out[k] = promoted_at - arrives + 1
+    return out
+
+
+def _run_arena(
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    better_pool: np.ndarray | None,
+    better_arrives: int | None,
+    sessions: int,
+    settings: ArenaSettings,
+    switching_cost_r: float,
+    bound_r: float,
+    bars_per_session: int,
+) -> tuple[int, int, int | None]:
+    """One arena through ``sessions`` sessions: (promotions, entries, the session the better
+    challenger was promoted in, if it was; the run stops then)."""
+    trained = pd.Timestamp("2000-01-01", tz="UTC")
+    gate = GateVerdict(True, "validation", trained + pd.Timedelta(days=1), trained)
+
+    def is_better(version: str) -> bool:
+        return better_arrives is not None and int(version[1:]) >= better_arrives
+
+    arena = Arena(model="clones", champion="champion")
+    wealth: dict[str, np.ndarray] = {}
+    promotions = entered = 0
+    for session in range(sessions):
+        arena, admission = admit(
+            arena, f"c{session}", "session_learned", _clone_evidence(arena, wealth), settings
+        )
+        if admission.admitted:
+            entered += 1
+            wealth.pop(admission.evicted or "", None)
+        for c in arena.challengers:
+            source = better_pool if is_better(c.version) else pool
+            x = source[rng.integers(0, len(source), bars_per_session)]
+            start = wealth.get(c.version, np.zeros(DEFAULT_BETS))
+            _, wealth[c.version] = log_e_process(x, switching_cost_r, bound_r, log_wealth=start)
+        evidence = _clone_evidence(arena, wealth)
+        arena, gone = retire(arena, evidence, settings)
+        for r in gone:
+            wealth.pop(r.version, None)
+        evidence = _clone_evidence(arena, wealth)
+        gates = {c.version: gate for c in arena.challengers}
+        decision = decide_promotion(arena, evidence, gates, settings)
+        if decision.promote:
+            promotions += 1
+            if is_better(decision.winner):
+                return promotions, entered, session
+            arena = promote(arena, decision, evidence, settings)
+            wealth = {}  # a new reign: every comparison restarts
+        arena = next_session(arena)
+    return promotions, entered, None
 
 
 def _clone_evidence(arena: Arena, wealth: dict[str, np.ndarray]) -> dict[str, ChallengerEvidence]:
@@ -262,6 +334,17 @@ def main() -> None:
         print(
             f"  true mean {mean:+.3f} R/bar: model-years with a promotion "
             f"{np.mean(promotions > 0):.3f}, challengers entered a year {entered.mean():.0f}"
+        )
+    print("\nthe price of churn: from a session of a churning reign on, every new candidate is")
+    print("0.1 R/bar better than the champion (as after a change the newest models learned):")
+    null_pool, better_pool = difference_pool(rng, 0.0), difference_pool(rng, 0.1)
+    for arrives in (0, 100, 500):
+        first = late_entrant_sessions(
+            null_pool, better_pool, arrives=arrives, streams=40, horizon=300, seed=6
+        )
+        print(
+            f"  after {arrives} sessions: median {np.median(first):.0f} sessions to promotion, "
+            f"promoted within 300: {np.isfinite(first).mean():.2f}"
         )
     misses = confidence_sequence_misses(
         difference_pool(rng, 0.03), streams=1000, sessions=500, alpha=alpha, seed=1
