@@ -188,10 +188,7 @@ def _run_arena(
     challenger was promoted in, if it was; the run stops then)."""
     trained = pd.Timestamp("2000-01-01", tz="UTC")
     gate = GateVerdict(True, "validation", trained + pd.Timedelta(days=1), trained)
-
-    def is_better(version: str) -> bool:
-        return better_arrives is not None and int(version[1:]) >= better_arrives
-
+    better: set[str] = set()  # the candidates that arrived from ``better_arrives`` on
     arena = Arena(model="clones", champion="champion")
     wealth: dict[str, np.ndarray] = {}
     promotions = entered = 0
@@ -202,8 +199,10 @@ def _run_arena(
         if admission.admitted:
             entered += 1
             wealth.pop(admission.evicted or "", None)
+            if better_arrives is not None and session >= better_arrives:
+                better.add(f"c{session}")
         for c in arena.challengers:
-            source = better_pool if is_better(c.version) else pool
+            source = better_pool if c.version in better else pool
             x = source[rng.integers(0, len(source), bars_per_session)]
             start = wealth.get(c.version, np.zeros(DEFAULT_BETS))
             _, wealth[c.version] = log_e_process(x, switching_cost_r, bound_r, log_wealth=start)
@@ -216,7 +215,7 @@ def _run_arena(
         decision = decide_promotion(arena, evidence, gates, settings)
         if decision.promote:
             promotions += 1
-            if is_better(decision.winner):
+            if decision.winner in better:
                 return promotions, entered, session
             arena = promote(arena, decision, evidence, settings)
             wealth = {}  # a new reign: every comparison restarts
