@@ -1,0 +1,110 @@
+"""Demotion: the champion's CUSUM, its false-alarm budget and its detection delay."""
+
+import numpy as np
+import pytest
+
+from session_learning.domain.arena_simulation import detection_sessions
+from session_learning.domain.drift import ChangeDetector, cusum_statistic, design_detector
+
+
+def loop_cusum(r, reference, start=0.0):
+    s, out = start, []
+    for x in r:
+        s = max(0.0, s + reference - x)
+        out.append(s)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("start", [0.0, 2.5])
+def test_closed_form_equals_the_recursion(start):
+    r = np.random.default_rng(1).normal(0.1, 1.2, 500)
+    np.testing.assert_allclose(cusum_statistic(r, -0.05, start), loop_cusum(r, -0.05, start))
+
+
+def bracket_trades(rng, mean, size):
+    """R of 2:1 bracket trades (+2 R or -1 R) with the given mean: p(win) = (mean + 1) / 3."""
+    return np.where(rng.random(size) < (mean + 1) / 3, 2.0, -1.0)
+
+
+@pytest.mark.parametrize("budget", [0.05, 0.10])
+@pytest.mark.parametrize("shape", ["normal", "brackets"])
+def test_false_alarms_stay_within_the_budget_on_in_control_champions(budget, shape):
+    rng = np.random.default_rng(7)
+    tps = 20
+    if shape == "normal":
+        validation = rng.normal(0.2, 1.2, 3000)
+        live = rng.normal(0.2, 1.2, (4000, 100 * tps))
+    else:
+        validation = bracket_trades(rng, 0.2, 3000)
+        live = bracket_trades(rng, 0.2, (4000, 100 * tps))
+    # The live mean is the population mean; the detector only saw a validation sample of it.
+    detector = design_detector(
+        validation, trades_per_session=tps, false_alarms_per_100_sessions=budget, seed=3
+    )
+    alarms = (cusum_statistic(live, detector.reference_r) >= detector.threshold).any(axis=1)
+    rate = alarms.mean()
+    print(f"\n{shape}, budget {budget}: {rate:.3f} false alarms per 100 sessions")
+    # Within the budget up to the Monte Carlo error of 4,000 streams.
+    assert rate <= budget + 3 * np.sqrt(budget * (1 - budget) / len(live))
+    assert rate >= budget / 4  # the threshold is not needlessly high either
+
+
+@pytest.mark.parametrize("budget, most", [(0.10, 4), (0.20, 3)])
+def test_detection_delay_of_a_fall_from_plus_02_to_minus_03_r(budget, most):
+    # 20 trades a session, sd 1.2 R. The delay counts the session during which the alarm fires
+    # (the arena acts at session ends), pooled over five detectors each designed from its own
+    # 3,000 validation trades (the validation mean's noise moves the reference). At a 10% budget
+    # the median is 4 sessions (about 47% of alarms come within 3); a 20% budget gives 3.
+    delays, false_before = [], []
+    for seed in range(5):
+        delay, before, threshold = detection_sessions(
+            before_r=0.2,
+            after_r=-0.3,
+            sd_r=1.2,
+            trades_per_session=20,
+            false_alarms_per_100_sessions=budget,
+            streams=1000,
+            seed=seed,
+        )
+        delays.append(delay)
+        false_before.append(before)
+    delay = np.concatenate(delays)
+    median = float(np.median(delay))
+    print(
+        f"\nbudget {budget}: median delay {median:.0f} sessions, "
+        f"{np.mean(delay <= 3):.2f} within 3, 90th percentile {np.percentile(delay, 90):.0f}"
+    )
+    assert median <= most
+    assert np.isfinite(delay).mean() > 0.99
+    assert max(false_before) < budget
+
+
+def test_detector_state_alarms_on_the_same_trade_as_the_statistic():
+    rng = np.random.default_rng(9)
+    detector = design_detector(
+        rng.normal(0.2, 1.2, 2000), trades_per_session=20, false_alarms_per_100_sessions=0.1
+    )
+    r = np.concatenate([rng.normal(0.2, 1.2, 200), rng.normal(-0.5, 1.2, 400)])
+    expected = int(np.argmax(cusum_statistic(r, detector.reference_r) >= detector.threshold)) + 1
+    state, result = detector, None
+    for session in r.reshape(-1, 20):
+        state, result = state.update(session)
+    assert result.alarm and result.alarm_trade == expected
+    assert result.trades == 600
+    assert expected > 200  # not before the fall
+    # An alarm stays raised; the arena pauses the champion and starts a new detector.
+    state, result = state.update(np.full(50, 2.0))
+    assert result.alarm and result.alarm_trade == expected
+
+
+def test_no_trades_is_no_evidence_of_change():
+    detector = ChangeDetector(reference_r=0.0, threshold=5.0)
+    state, result = detector.update(np.array([]))
+    assert not result.alarm and result.statistic == 0.0 and state.trades == 0
+
+
+def test_too_few_validation_trades_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 30"):
+        design_detector(np.ones(10), trades_per_session=20)
+    with pytest.raises(ValueError, match="false_alarms_per_100_sessions"):
+        design_detector(np.ones(100), trades_per_session=20, false_alarms_per_100_sessions=2)
