@@ -469,20 +469,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except Exception as exc:
         # Imported here: the registry pulls in dagster, which most commands never need.
+        from session_learning.resources.journal import JournalError
         from session_learning.resources.registry import RegistryError
 
-        if not isinstance(exc, UnknownModelError | ValueError | OSError | RegistryError):
+        expected = UnknownModelError | ValueError | OSError | RegistryError | JournalError
+        if not isinstance(exc, expected):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        from session_learning.resources.journal import JournalError
-
-        if not isinstance(exc, JournalError):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())
