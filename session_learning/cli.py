@@ -478,5 +478,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+
 if __name__ == "__main__":
     sys.exit(main())
