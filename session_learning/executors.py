@@ -9,11 +9,13 @@ Chosen when the code location loads, from ``SESSION_LEARNING_EXECUTOR``:
 | ``multiprocess`` | ``dg.multiprocess_executor`` | one process each, on the run's machine |
 | ``in_process`` | ``dg.in_process_executor`` | one after another in the run's process |
 | ``celery`` | ``dagster_celery.celery_executor`` | as Celery tasks, on ``dagster-celery`` workers |
+| ``k8s`` | ``dagster_k8s.k8s_job_executor`` | a Kubernetes job (pod) each; configured by the run launcher |
 
 For Celery, the executor's configuration is read from the same YAML file the workers are
 started with (``dagster-celery worker start -y <file>``), named by ``SESSION_LEARNING_CELERY_CONFIG``
 (default: ``celery.yaml`` at the repository root), so runs and workers always agree on the
-broker. ``dagster-celery`` is the optional ``celery`` extra (``pip install -e .[celery]``).
+broker. ``dagster-celery`` is the optional ``celery`` extra (``pip install -e .[celery]``),
+``dagster-k8s`` the ``k8s`` extra.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import yaml
 EXECUTOR_VAR = "SESSION_LEARNING_EXECUTOR"
 CELERY_CONFIG_VAR = "SESSION_LEARNING_CELERY_CONFIG"
 DEFAULT_CELERY_CONFIG = Path(__file__).resolve().parents[1] / "celery.yaml"
-EXECUTORS = ("multiprocess", "in_process", "celery")
+EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 
 
 class ExecutorConfigError(ValueError):
@@ -76,4 +78,13 @@ def build_executor(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinitio
             ) from exc
         config = celery_config(env.get(CELERY_CONFIG_VAR) or DEFAULT_CELERY_CONFIG)
         return celery_executor.configured(config, name="celery")
+    if name == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as exc:
+            raise ExecutorConfigError(
+                f"{EXECUTOR_VAR}=k8s needs dagster-k8s: pip install -e '.[k8s]'"
+            ) from exc
+        # Image, namespace, env and volumes come from the K8sRunLauncher in dagster.yaml.
+        return k8s_job_executor
     raise ExecutorConfigError(f"{EXECUTOR_VAR}={name!r}: use one of {', '.join(EXECUTORS)}")
