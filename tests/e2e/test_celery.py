@@ -474,6 +474,18 @@ def test_two_runs_promoting_one_model_cannot_both_succeed(cluster: Cluster):
         assert judged.success, cluster.step_failures(judged.run_id)
     assert _registry(home).production_version(key) is None
 
+    # The pool's limit, set as at deployment: when two runs create a pool's default limit at
+    # once, Dagster's storage refuses one of them (a unique-key violation), not our registry.
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            *("instance", "concurrency", "set", f"deploy_{RACED}", "1"),
+        ],
+        env=cluster.env,
+        cwd=cluster.root,
+        check=True,
+        capture_output=True,
+    )
     # Both promotions at once, each in a run (and an orchestrating process) of its own.
     deploy = _selection(RACED, session=False, only=MODEL_ASSETS[2:])
     started = {session: cluster.start(session, deploy) for session in (S2, S3)}
