@@ -4,6 +4,12 @@ from setuptools import find_packages, setup
 # an unpinned install can resolve to a years-old dagster-postgres that pip check does not flag.
 DAGSTER_VERSION = "1.13.27"
 DAGSTER_LIB_VERSION = "0.29.27"
+CELERY_EXTRA = [
+    f"dagster-celery=={DAGSTER_LIB_VERSION}",
+    "celery[redis]>=5.4,<5.8",
+    "redis>=5.0,<9",
+]
+K8S_EXTRA = [f"dagster-k8s=={DAGSTER_LIB_VERSION}"]
 
 setup(
     name="session_learning",
@@ -30,11 +36,20 @@ setup(
         "matplotlib>=3.9",
     ],
     extras_require={
+        # Dagster's Celery executor with a Redis broker: steps run on `dagster-celery` workers.
+        # Same lock-step pin as dagster-postgres; celery[redis] brings the Redis client.
+        "celery": CELERY_EXTRA,
+        # K8sRunLauncher and k8s_job_executor: a pod per run, and per step.
+        "k8s": K8S_EXTRA,
         "dev": [
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",
             "playwright>=1.45",
+            # The end-to-end suite runs the learning job on Celery workers; the executor tests
+            # build the Kubernetes one too.
+            *CELERY_EXTRA,
+            *K8S_EXTRA,
         ],
     },
     entry_points={"console_scripts": ["session-learning=session_learning.cli:main"]},

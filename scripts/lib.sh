@@ -15,6 +15,9 @@ SL_PG_PASSWORD="${SESSION_LEARNING_PG_PASSWORD:-session_learning_test}"
 SL_PG_TEST_DB="session_learning_test"
 SL_PG_DAGSTER_DB="session_learning_dagster"
 SL_PG_ENV_FILE="$SL_VAR/postgres.env"
+# Redis is the Celery broker of the end-to-end test; another port keeps parallel runs apart.
+SL_REDIS_PORT="${SESSION_LEARNING_REDIS_PORT:-6390}"
+SL_REDIS_ENV_FILE="$SL_VAR/redis.env"
 
 sl_say() { printf '==> %s\n' "$*" >&2; }
 sl_note() { printf '    %s\n' "$*" >&2; }
@@ -159,7 +162,7 @@ _sl_bootstrap() {
     fi
     sl_note "upgrading pip"
     sl_pip install --upgrade pip || sl_die "pip upgrade failed"
-    sl_note "pip install -e .[dev] (about a minute on a fresh machine)"
+    sl_note "pip install -e .[dev] (with the celery extra; about a minute on a fresh machine)"
     rm -f "$stamp"
     (cd "$SL_REPO" && sl_pip install -e ".[dev]") || sl_die "pip install -e .[dev] failed"
     printf '%s\n' "$want" >"$stamp"
@@ -398,6 +401,59 @@ sl_postgres() {
     fi
     sl_note "NOTE: no PostgreSQL available and not root: the PostgreSQL tests will be skipped."
     sl_note "      Run ./scripts/test as root once, or set SESSION_LEARNING_TEST_POSTGRES_URL."
+    return 1
+}
+
+# --- Redis ------------------------------------------------------------------------------------
+
+sl_redis_ping() { redis-cli -h 127.0.0.1 -p "$SL_REDIS_PORT" ping 2>/dev/null | grep -qx PONG; }
+
+# Install Debian's redis-server when missing and start one on 127.0.0.1:$SL_REDIS_PORT that keeps
+# nothing on disk (--save ''): the broker of the Celery test. Needs root to install.
+sl_redis_start() {
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+        sl_note "redis-server not installed"
+        sl_apt_install redis-server
+    fi
+    sl_redis_ping && return 0
+    sl_note "starting redis-server on 127.0.0.1:$SL_REDIS_PORT"
+    mkdir -p "$SL_VAR"
+    (cd "$SL_VAR" && redis-server --port "$SL_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+        --save '' --appendonly no --logfile "$SL_VAR/redis-$SL_REDIS_PORT.log") >/dev/null ||
+        sl_die "redis-server --port $SL_REDIS_PORT failed; see $SL_VAR/redis-$SL_REDIS_PORT.log"
+    local i
+    for ((i = 0; i < 30; i++)); do
+        sl_redis_ping && return 0
+        sleep 1
+    done
+    sl_die "Redis on 127.0.0.1:$SL_REDIS_PORT not answering after 30 s"
+}
+
+# Make a Redis available for the Celery test and export SESSION_LEARNING_TEST_REDIS_URL.
+# Returns 0 when exported, 1 when none is available (fine locally; fails in CI).
+sl_redis() {
+    sl_say "redis: Celery broker for the end-to-end test"
+    if [[ -n "${SESSION_LEARNING_TEST_REDIS_URL:-}" ]]; then
+        sl_note "using SESSION_LEARNING_TEST_REDIS_URL from the environment"
+        return 0
+    fi
+    if sl_is_root; then
+        sl_with_lock redis sl_redis_start || exit 1
+    fi
+    if command -v redis-cli >/dev/null 2>&1 && sl_redis_ping; then
+        export SESSION_LEARNING_TEST_REDIS_URL="redis://127.0.0.1:$SL_REDIS_PORT"
+        mkdir -p "$SL_VAR"
+        printf '# Written by scripts/test; source it to reach the test Redis.\nexport %s=%q\n' \
+            SESSION_LEARNING_TEST_REDIS_URL "$SESSION_LEARNING_TEST_REDIS_URL" >"$SL_REDIS_ENV_FILE"
+        sl_note "ready: $SESSION_LEARNING_TEST_REDIS_URL"
+        return 0
+    fi
+    rm -f "$SL_REDIS_ENV_FILE"
+    if sl_in_ci; then
+        sl_die "no Redis on 127.0.0.1:$SL_REDIS_PORT and not root: CI must run the Celery test"
+    fi
+    sl_note "NOTE: no Redis available and not root: the Celery test will be skipped."
+    sl_note "      Run ./scripts/test as root once, or set SESSION_LEARNING_TEST_REDIS_URL."
     return 1
 }
 

@@ -8,6 +8,7 @@ from session_learning.assets.live import build_live_assets
 from session_learning.assets.models import build_model_assets
 from session_learning.assets.performance import build_performance_assets
 from session_learning.assets.session import build_session_assets
+from session_learning.executors import build_executor
 from session_learning.jobs import build_jobs
 from session_learning.partitions import build_session_partitions
 from session_learning.resources.files import TradeExportsResource
@@ -77,10 +78,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def build_definitions(
-    settings: Settings, resource_overrides: dict[str, object] | None = None
+    settings: Settings,
+    resource_overrides: dict[str, object] | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     """The whole code location for ``settings`` (tests replace resources through
-    ``resource_overrides``)."""
+    ``resource_overrides``). Runs use ``executor``, by default the one named by
+    SESSION_LEARNING_EXECUTOR (``executors.build_executor``)."""
     partitions = build_session_partitions(settings.session_hours, settings.start)
     learning = build_session_assets(partitions, settings.models)
     for key in settings.models:
@@ -93,6 +97,7 @@ def build_definitions(
         schedules=build_schedules(partitions, settings.session_hours, settings.models),
         sensors=build_sensors(partitions),
         resources={**build_resources(settings), **(resource_overrides or {})},
+        executor=executor or build_executor(),
     )
 
 

@@ -932,7 +932,13 @@ def run_replay(
     ]
     bar = _Progress(len(tasks) * len(config.sessions()), progress)
     try:
-        if workers == 1 or len(tasks) < 2:
+        from session_learning import replay_steps
+
+        if tasks and replay_steps.configured():
+            # SESSION_LEARNING_EXECUTOR names an executor: each arm is a step (Celery workers).
+            runs.update(replay_steps.run_arms_as_steps(tasks, out))
+            bar.update(len(tasks) * len(config.sessions()))
+        elif workers == 1 or len(tasks) < 2:
             for task in tasks:
                 runs[task.arm] = _ArmReplay(task).run(bar.update)
         else:
