@@ -400,6 +400,8 @@ def cluster(tmp_path_factory, redis_url, pg_urls, schema):
         SESSION_LEARNING_HOME=str(root / "session_learning"),
         SESSION_LEARNING_MODELS=MODELS,
         SESSION_LEARNING_JOURNAL_URL=journal_url,
+        # A journal on PostgreSQL must name its market data; the test runs on synthetic bars.
+        SESSION_LEARNING_MARKET_DATA="synthetic",
         PGOPTIONS=f"-c search_path={schema}",
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
