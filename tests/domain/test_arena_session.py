@@ -13,6 +13,9 @@ from session_learning.domain.arena_session import (
     ArenaSessionSettings,
     ArenaState,
     Newcomer,
+    arena_judgement,
+    forward_judgement,
+    gate_verdict,
     mark_session,
     promotion_evidence,
     run_arena_session,
@@ -20,6 +23,7 @@ from session_learning.domain.arena_session import (
 from session_learning.domain.backtest import BacktestConfig, CostModel
 from session_learning.domain.drift import design_detector
 from session_learning.domain.features import atr
+from session_learning.domain.gates import GATE_NAMES, GateThresholds
 from session_learning.domain.models import ModelKey
 from session_learning.domain.shadow import shadow_book
 from tests.domain.test_arena_flow import random_walk_bars
@@ -129,7 +133,7 @@ def test_a_better_challenger_is_promoted_over_flat_with_its_evidence_and_its_own
             Newcomer("seer", "session_learned", gate(first), detector),
         ]
     }
-    outcomes, _ = walk(ArenaState.start(KEY.slug), bars, signals, CONFIG, windows, newcomers)
+    outcomes, marked = walk(ArenaState.start(KEY.slug), bars, signals, CONFIG, windows, newcomers)
     promoted = [o for o in outcomes if o.promoted]
     assert [o.promoted for o in promoted] == ["seer"]
     outcome = promoted[0]
@@ -146,6 +150,34 @@ def test_a_better_challenger_is_promoted_over_flat_with_its_evidence_and_its_own
     assert after.evidence["coin"].champion == "seer"
     with pytest.raises(ValueError, match="nothing was promoted"):
         promotion_evidence(outcomes[0].decision)
+
+    # The judgement record: the seed's gates from its forward record, the comparison with
+    # production replaced by the forward evidence; every declared gate is there and passed.
+    until = outcomes.index(outcome) + 1  # its record up to the promotion
+    shadow = pd.concat([m.trades["seer"] for m in marked[:until] if "seer" in m.trades])
+    window = (windows[1][0], windows[until - 1][1])
+    forward = forward_judgement(
+        shadow, KEY.timeframe, window, GateThresholds(min_trades={"15T": 20}), 0.01,
+        partition=None, judged_at=window[1].isoformat(),
+    )  # fmt: skip
+    verdict = gate_verdict(forward, "forward", window[0], first)
+    assert verdict.passed and verdict.unseen(), verdict
+    judged = arena_judgement(
+        forward, outcome.decision, baseline_version=None, partition="p", judged_at="2025-03-20"
+    )
+    assert judged.passed and [g.name for g in judged.gates] == list(GATE_NAMES)
+    assert judged.evidence == record
+    failing = forward_judgement(
+        shadow.iloc[:3], KEY.timeframe, window, GateThresholds(min_trades={"15T": 20}), 0.01,
+        partition=None, judged_at=window[1].isoformat(),
+    )  # fmt: skip
+    assert gate_verdict(failing, "forward", window[0], first).failed == (
+        "enough_validation_trades",
+    )
+    rejected = arena_judgement(
+        failing, outcome.decision, baseline_version=None, partition="p", judged_at="2025-03-20"
+    )
+    assert not rejected.passed
 
 
 def test_a_losing_champion_is_paused_before_the_evidence_and_stays_a_challenger():
