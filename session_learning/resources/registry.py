@@ -74,6 +74,7 @@ import numpy as np
 from catboost import CatBoost, CatBoostClassifier, CatBoostError
 from pydantic import Field
 
+from session_learning.domain.atomic import fsync_dir, fsync_file, write_atomic
 from session_learning.domain.gates import GATE_NAMES
 from session_learning.domain.models import ModelKey, UnknownModelError
 
@@ -215,36 +216,17 @@ def version_checksum(card: Mapping[str, Any], judgement: Mapping[str, Any] | Non
     return hashlib.sha256(f"{card['card_sha256']}:{judged}".encode()).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename or a new directory entry survive a power loss, not only the file data.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see either the old or the new bytes."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # mkstemp creates 0600; other users (the trading service) must be able to read.
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    # mkstemp creates 0600; other users (the trading service) must be able to read.
+    write_atomic(
+        path,
+        lambda fh: fh.write(data),
+        prefix=f"{TMP_PREFIX}{path.name}-",
+        permissions=0o644,
+        fsync=True,
+        sync_dir=True,
+    )
 
 
 def _read_json(path: Path) -> Any:
@@ -463,12 +445,12 @@ class ModelRegistry:
                 }
                 full_card["card_sha256"] = card_digest(full_card)
                 (tmp / CARD_FILE).write_bytes(_dumps(full_card))
-                _fsync_file(model_path)
-                _fsync_file(tmp / CARD_FILE)
+                fsync_file(model_path)
+                fsync_file(tmp / CARD_FILE)
                 os.chmod(tmp, 0o755)  # mkdtemp creates 0700; readers may be another user
-                _fsync_dir(tmp)
+                fsync_dir(tmp)
                 os.rename(tmp, final)
-                _fsync_dir(versions_dir)
+                fsync_dir(versions_dir)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
