@@ -77,21 +77,10 @@ def replace(tmp: Path, path: Path, *, sync_dir: bool = False) -> None:
 
 
 def write_atomic(
-    path: Path,
-    write: Callable[[IO[Any]], object],
-    *,
-    text: bool = False,
-    prefix: str | None = None,
-    suffix: str = "",
-    permissions: int | None = None,
-    fsync: bool = True,
-    sync_dir: bool = False,
+    path: Path, write: Callable[[IO[Any]], object], *, sync_dir: bool = False, **options: Any
 ) -> None:
     """Replace ``path`` with what ``write(handle)`` writes, whole or not at all.
 
-    The options are those of :func:`write_temporary` and :func:`replace`.
+    ``options`` are those of :func:`write_temporary`; ``sync_dir`` that of :func:`replace`.
     """
-    tmp = write_temporary(
-        path, write, text=text, prefix=prefix, suffix=suffix, permissions=permissions, fsync=fsync
-    )
-    replace(tmp, path, sync_dir=sync_dir)
+    replace(write_temporary(path, write, **options), path, sync_dir=sync_dir)

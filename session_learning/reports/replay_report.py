@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from session_learning.domain.backtest import compute_metrics, equity_curve
 from session_learning.domain.gates import GATE_NAMES
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.stats import paired_bootstrap_expectancy
 from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay import (
@@ -813,14 +814,7 @@ def timing(result: ReplayResult) -> dict:
 
 
 def _json(obj: object) -> str:
-    def default(value: object) -> object:
-        if isinstance(value, pd.Timestamp):
-            return value.isoformat()
-        if isinstance(value, np.generic):
-            return value.item()
-        raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-    return json.dumps(obj, indent=2, default=default, allow_nan=False) + "\n"
+    return dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 def write_report(result: ReplayResult, out: Path | str) -> dict[str, Path]:

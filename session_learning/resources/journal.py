@@ -10,7 +10,6 @@ Every statement uses bound parameters.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import make_url
 
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.models import TRADE_COLUMNS
 from session_learning.domain.trades import (
     NUMERIC_COLUMNS,
@@ -657,8 +657,8 @@ class TradeJournal:
                     "trade_id": row["trade_id"],
                     "corrected_at": row["recorded_at"],
                     "source": f"{report.path} line {line}",
-                    "changes": json.dumps({k: list(v) for k, v in changes.items()}),
-                    "previous": json.dumps(
+                    "changes": dumps({k: list(v) for k, v in changes.items()}),
+                    "previous": dumps(
                         {k: v for k, v in stored.items() if k != RAW_KEY}
                         | {"raw": stored.get(RAW_KEY)}
                     ),

@@ -26,6 +26,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from session_learning.domain.json_encoding import dumps
 from session_learning.resources.journal import TradeJournal, alerts_table
 from session_learning.resources.journal import metadata as journal_metadata
 
@@ -155,7 +156,7 @@ class OutcomeStore:
             "outcome": outcome.outcome,
             "version": outcome.version,
             "message": outcome.message,
-            "details": json.dumps(outcome.details, default=str, allow_nan=True),
+            "details": dumps(outcome.details, lenient=True, allow_nan=True),
             "run_id": outcome.run_id,
             "recorded_at": outcome.recorded_at or _now(),
         }
@@ -261,7 +262,7 @@ class OutcomeStore:
             "run_id": run_id,
             "read_at": now.isoformat(),
             "read_at_us": _us(now),
-            "row_ids": json.dumps(sorted(int(r) for r in row_ids)),
+            "row_ids": dumps(sorted(int(r) for r in row_ids)),
         }
         with self._connect() as conn:
             self._ready(conn)
@@ -346,5 +347,5 @@ def _outcome(row) -> Outcome:
 
 def rerun_command(session: str) -> str:
     """The shell command that re-runs the learning job for ``session`` through the daemon."""
-    tags = json.dumps({"dagster/partition": session})
+    tags = dumps({"dagster/partition": session})
     return f"dagster job launch -w workspace.yaml -j session_learning_job --tags '{tags}'"

@@ -65,17 +65,17 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 from catboost import CatBoost, CatBoostClassifier, CatBoostError
 from pydantic import Field
 
 from session_learning.domain.atomic import fsync_dir, fsync_file, write_atomic
 from session_learning.domain.gates import GATE_NAMES
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.models import ModelKey, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -165,27 +165,8 @@ def _iso(now: datetime | None) -> str:
     return _utc(now if now is not None else datetime.now(UTC), "now").isoformat()
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, timedelta):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=str)
-    raise TypeError(
-        f"value of type {type(obj).__name__} cannot be stored as JSON; "
-        "convert it to a string, number, list or dict"
-    )
-
-
 def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n").encode()
+    return (dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _digest(document: Mapping[str, Any], *, leave_out: tuple[str, ...]) -> str:

@@ -13,21 +13,14 @@ import pandas as pd
 from pydantic import Field
 
 from session_learning.domain.atomic import write_atomic
+from session_learning.domain.json_encoding import dumps as json_dumps
 
 _FRAME_MARK = "__parquet__"
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-
 def dumps(value: object) -> str:
     """JSON with infinities allowed (profit factor without losers) and numpy scalars unwrapped."""
-    return json.dumps(value, default=_json_default, indent=1, sort_keys=True, allow_nan=True)
+    return json_dumps(value, indent=1, sort_keys=True, allow_nan=True)
 
 
 def _file_name(part: str, what: str) -> str:
