@@ -9,7 +9,6 @@ is a function of the replay's inputs, so two replays with the same seed write id
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -17,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from session_learning.domain.backtest import compute_metrics, equity_curve
 from session_learning.domain.gates import GATE_NAMES
@@ -33,6 +30,7 @@ from session_learning.replay import (
     read_arm,
     session_regimes,
 )
+from session_learning.reports.plots import new_figure, png_bytes
 
 CONFIDENCE = 0.95
 BOOTSTRAP_BLOCK = pd.Timedelta("1D")
@@ -711,8 +709,7 @@ def equity_png(result: ReplayResult) -> bytes:
     """Equity curves of every arm (all models, compounding at the configured risk per trade);
     with a single synthetic symbol, trend and range stretches are shaded."""
     config = result.config
-    fig = Figure(figsize=(10, 5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(10, 5)
     ax = fig.add_subplot()
     ax.grid(True, alpha=0.3)
     start, end = _naive([config.start, config.end])
@@ -751,10 +748,7 @@ def equity_png(result: ReplayResult) -> bytes:
     ax.set_title(f"Replay {', '.join(m.slug for m in config.models)}: equity by arm", fontsize=11)
     ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    # No software tag or timestamp: the same replay gives the same bytes.
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(fig)  # the same replay gives the same bytes
 
 
 # --- timing ----------------------------------------------------------------------------------
