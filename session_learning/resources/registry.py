@@ -9,7 +9,8 @@ Layout, one folder per model named by ``ModelKey.slug``::
         health.json                  degraded flag (absent means "ok")
         versions/
             20240102T0800-0123456789/
-                model.cbm            CatBoost native format; never pickle, so loading runs no code
+                model.cbm            the model in its type's native format (CatBoost ``.cbm``;
+                                     ``domain/estimators``); never pickle, so loading runs no code
                 card.json            model card: caller fields + version, checksums, size, ...
                 judgement.json       the verdict of the gates on this version (absent: never
                                      judged); see ``record_judgement``
@@ -70,17 +71,21 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from catboost import CatBoost, CatBoostClassifier, CatBoostError
 from pydantic import Field
 
 from session_learning.domain.atomic import fsync_dir, fsync_file, write_atomic
+from session_learning.domain.estimators import (
+    MODEL_TYPES,
+    Estimator,
+    ModelFormatError,
+    as_estimator,
+)
 from session_learning.domain.gates import GATE_NAMES
 from session_learning.domain.json_encoding import dumps
 from session_learning.domain.models import ModelKey, UnknownModelError
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.cbm"
 CARD_FILE = "card.json"
 JUDGEMENT_FILE = "judgement.json"
 PRODUCTION_FILE = "production.json"
@@ -108,9 +113,6 @@ RESERVED_CARD_FIELDS = (
 # Judgement fields the registry sets from the stored version.
 _SEALED_JUDGEMENT_FIELDS = ("model_sha256", "card_sha256", "judgement_sha256", "schema")
 JUDGEMENT_DECISIONS = ("passed", "rejected")
-# CatBoost writes a random GUID and the training wall-clock time into every model; they are
-# dropped from the stored copy so that identical training yields identical bytes (and version).
-_VOLATILE_METADATA = ("model_guid", "train_finish_time")
 
 _VERSION_RE = re.compile(r"^\d{8}T\d{4}-[0-9a-f]{10}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -236,17 +238,21 @@ def _remedy(key: ModelKey, version: str) -> str:
     )
 
 
-def _canonical_copy(model: CatBoost) -> CatBoost:
-    if not isinstance(model, CatBoost):
-        raise TypeError(f"expected a CatBoost model, got {type(model).__name__}")
-    if not model.is_fitted():
+def _trained(model: object) -> Estimator:
+    estimator = as_estimator(model)
+    if not estimator.is_fitted():
         raise RegistryError("the model is not trained; fit it before saving it to the registry")
-    clone = model.copy()  # the caller's model keeps its metadata
-    metadata = clone.get_metadata()
-    for name in _VOLATILE_METADATA:
-        if name in metadata:
-            del metadata[name]
-    return clone
+    return estimator
+
+
+def _model_file(version_dir: Path) -> tuple[type[Estimator], Path]:
+    """The model type of a version and its model file: the first type whose file is there
+    (CatBoost's ``model.cbm`` when none is, so that the missing file is named)."""
+    for model_type in MODEL_TYPES:
+        path = version_dir / model_type.file_name
+        if path.exists():
+            return model_type, path
+    return MODEL_TYPES[0], version_dir / MODEL_TYPES[0].file_name
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +380,7 @@ class ModelRegistry:
     def save_candidate(
         self,
         key: ModelKey,
-        model: CatBoostClassifier,
+        model: Estimator | object,
         card: Mapping[str, Any],
         session_end: datetime,
     ) -> str:
@@ -407,8 +413,9 @@ class ModelRegistry:
             self._remove_leftovers(versions_dir)
             tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=versions_dir))
             try:
-                model_path = tmp / MODEL_FILE
-                _canonical_copy(model).save_model(str(model_path), format="cbm")
+                estimator = _trained(model)
+                model_path = tmp / estimator.file_name
+                estimator.save(model_path)
                 data = model_path.read_bytes()
                 sha = hashlib.sha256(data).hexdigest()
                 version = f"{stamp}-{sha[:10]}"
@@ -516,7 +523,7 @@ class ModelRegistry:
         self._require_version(key, version, version_dir)
         return self._read_card(key, version, version_dir)
 
-    def load(self, key: ModelKey, version: str) -> tuple[CatBoostClassifier, dict[str, Any]]:
+    def load(self, key: ModelKey, version: str) -> tuple[Estimator, dict[str, Any]]:
         """Load a version after checking its card and the size and sha256 of its model file.
 
         Raises ``UnknownVersionError`` if the version does not exist and ``CorruptModelError``
@@ -524,14 +531,13 @@ class ModelRegistry:
         a card changed after the version was saved or judged).
         """
         card, data, _ = self._verify(key, version)
-        model = CatBoostClassifier()
+        model_type, path = _model_file(self._version_dir(key, version))
         try:
             # Load the very bytes that were checksummed, so the file cannot change in between.
-            model.load_model(blob=data, format="cbm")
-        except CatBoostError as exc:
-            path = self._version_dir(key, version) / MODEL_FILE
+            model = model_type.load(data)
+        except ModelFormatError as exc:
             raise CorruptModelError(
-                f"{path} matches its checksum but CatBoost cannot read it ({exc}). "
+                f"{path} matches its checksum but {model_type.library} cannot read it ({exc}). "
                 + _remedy(key, version)
             ) from exc
         return model, card
@@ -623,7 +629,7 @@ class ModelRegistry:
         self._require_version(key, version, version_dir)
         card = self._read_card(key, version, version_dir)
         judgement = self._read_judgement(key, version, version_dir, card)
-        path = version_dir / MODEL_FILE
+        _, path = _model_file(version_dir)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -1033,7 +1039,7 @@ class ModelRegistry:
         pointer = self._read_pointer(key)
         return pointer["version"] if pointer else None
 
-    def production(self, key: ModelKey) -> tuple[CatBoostClassifier, dict[str, Any]] | None:
+    def production(self, key: ModelKey) -> tuple[Estimator, dict[str, Any]] | None:
         """The live model and its card (fully verified, and unchanged since it went live), or
         None if nothing was promoted."""
         pointer = self._read_pointer(key)
