@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -477,6 +477,12 @@ class TradeJournal:
                 f"trade journal {redact_url(self.url)} cannot store a value ({exc}); "
                 "nothing was written"
             ) from exc
+
+    def transaction(self) -> AbstractContextManager[sa.Connection]:
+        """One transaction on the journal's database (committed when the block ends, rolled
+        back on an error) whose failures are the journal's errors naming the database: for the
+        tables kept beside the trades (outcomes, reports)."""
+        return self._connect()
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to call every time)."""
