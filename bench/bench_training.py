@@ -18,6 +18,7 @@ from catboost import CatBoostClassifier
 
 from session_learning.assets.models import history_start
 from session_learning.domain.analysis import RetrainPlan
+from session_learning.domain.estimators import Estimator
 from session_learning.domain.learning import (
     CLASSES,
     LearningConfig,
@@ -55,7 +56,7 @@ def main() -> int:
     def bare() -> CatBoostClassifier:
         return CatBoostClassifier(**params, class_names=list(CLASSES)).fit(x, y, sample_weight=w)
 
-    def wrapper() -> CatBoostClassifier:
+    def wrapper() -> Estimator:
         return train_model(frame, features, params)
 
     same = np.array_equal(bare().predict_proba(x), wrapper().predict_proba(x))

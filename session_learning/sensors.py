@@ -6,6 +6,7 @@ import json
 import dagster as dg
 import pandas as pd
 
+from session_learning.domain.json_encoding import dumps
 from session_learning.hooks import PARTITION_TAG, failure_outcome
 from session_learning.jobs import LEARNING_JOB
 from session_learning.partitions import session_key_at
@@ -101,7 +102,7 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
                     tags={"session_learning/trigger": f"{len(rows)} late trade(s)"},
                 )
             )
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+        return dg.SensorResult(run_requests=requests, cursor=dumps(cursor, sort_keys=True))
 
     return [trade_count_sensor, run_failure_alert_sensor, late_trade_sensor]
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from session_learning.assets import OWNERS
 from session_learning.assets.metadata import markdown_table
 from session_learning.domain.features import FeatureError, card_feature_set
 from session_learning.domain.health import HealthRule, assess_health
@@ -20,7 +21,6 @@ from session_learning.resources.market_data import MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource, RegistryError
 
 GROUP = "live_trading"
-OWNERS = ["team:trading-ml"]
 
 
 class MonitorConfig(dg.Config):

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from session_learning.assets import OWNERS
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
@@ -54,9 +55,6 @@ class TrainingSetConfig(dg.Config):
         "patterns (hour of day, volatility), plus the trades decided after its embargo; trades "
         "that touched the purge, validation window or embargo are never used.",
     )
-
-
-OWNERS = ["team:trading-ml"]
 
 
 def history_start(key: ModelKey, session_end: pd.Timestamp, bars_needed: int) -> pd.Timestamp:

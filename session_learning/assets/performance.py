@@ -4,17 +4,14 @@ The seed's "Success Metrics" (weekly win rate trend) and "Session performance" q
 unpartitioned asset that a schedule or a person re-materializes.
 """
 
-import io
-
 import dagster as dg
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from pydantic import Field
 
+from session_learning.assets import OWNERS
 from session_learning.assets.metadata import markdown_table
 from session_learning.partitions import DEFAULT_SESSION_HOURS
-from session_learning.reports.plots import png_markdown
+from session_learning.reports.plots import new_figure, png_bytes, png_markdown
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.journal_reports import (
     count_trades_without_exit_time,
@@ -25,7 +22,6 @@ from session_learning.resources.journal_reports import (
 )
 
 GROUP = "monitoring"
-OWNERS = ["team:trading-ml"]
 TREND_WEEKS = 4
 
 
@@ -44,8 +40,7 @@ class LearningPerformanceConfig(dg.Config):
 
 def performance_png(weekly: pd.DataFrame, sessions: pd.DataFrame) -> bytes:
     """Two panels: win rate per week (bars, trades on top) and per session (points)."""
-    fig = Figure(figsize=(6.4, 5.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.4, 5.6)
     top, bottom = fig.subplots(2, 1)
     top.set_title("Win rate per week from Monday UTC (numbers: trades)", fontsize=11)
     if not (weekly["trades"] > 0).any():
@@ -75,9 +70,7 @@ def performance_png(weekly: pd.DataFrame, sessions: pd.DataFrame) -> bytes:
     bottom.set_ylabel("win rate (%)")
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _shown(frame: pd.DataFrame, time_columns: dict[str, str]) -> pd.DataFrame:

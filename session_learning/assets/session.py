@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, create_model
 
+from session_learning.assets import OWNERS
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.domain.analysis import (
     LearningRules,
@@ -31,7 +32,6 @@ from session_learning.resources.files import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
 
 GROUP = "session_analysis"
-OWNERS = ["team:trading-ml"]
 
 _RULE_HELP = {
     "min_trades": "Trigger: learn only when the session has at least this many trades.",

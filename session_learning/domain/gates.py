@@ -87,40 +87,30 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
 
 
-def _profit_factor(g: GateInputs) -> GateResult:
-    c, p, limit = g.candidate.metrics, g.production, g.thresholds.min_profit_factor
-    return GateResult(
-        "profit_factor_above_threshold",
-        c.trades > 0 and c.profit_factor > limit,
-        _num(c.profit_factor),
-        limit,
-        _num(p.metrics.profit_factor) if p else None,
-        f"profit factor {_fmt(c.profit_factor)} vs > {limit}",
-    )
+def _threshold_gate(
+    name: str,
+    description: str,
+    threshold_setting: str,
+    metric: str,
+    above: bool,
+    message: Callable[[float, float], str],
+) -> Gate:
+    """A gate that passes when the candidate has trades and its ``metric`` is strictly above
+    (``above``) or below the ``threshold_setting``; ``message(value, limit)`` says so."""
 
+    def evaluate(g: GateInputs) -> GateResult:
+        c, p = g.candidate.metrics, g.production
+        value, limit = getattr(c, metric), getattr(g.thresholds, threshold_setting)
+        return GateResult(
+            name,
+            c.trades > 0 and (value > limit if above else value < limit),
+            _num(value),
+            limit,
+            _num(getattr(p.metrics, metric)) if p else None,
+            message(value, limit),
+        )
 
-def _max_drawdown(g: GateInputs) -> GateResult:
-    c, p, limit = g.candidate.metrics, g.production, g.thresholds.max_drawdown_pct
-    return GateResult(
-        "max_drawdown_below_threshold",
-        c.trades > 0 and c.max_drawdown_pct < limit,
-        _num(c.max_drawdown_pct),
-        limit,
-        _num(p.metrics.max_drawdown_pct) if p else None,
-        f"max drawdown {c.max_drawdown_pct:.2f}% vs < {limit}%",
-    )
-
-
-def _win_rate(g: GateInputs) -> GateResult:
-    c, p, limit = g.candidate.metrics, g.production, g.thresholds.min_win_rate
-    return GateResult(
-        "win_rate_above_threshold",
-        c.trades > 0 and c.win_rate > limit,
-        _num(c.win_rate),
-        limit,
-        _num(p.metrics.win_rate) if p else None,
-        f"win rate {_fmt(c.win_rate, pct=True)} vs > {_fmt(limit, pct=True)}",
-    )
+    return Gate(name, description, threshold_setting, evaluate)
 
 
 def _enough_trades(g: GateInputs) -> GateResult:
@@ -187,23 +177,31 @@ def _beats_production(g: GateInputs) -> GateResult:
 # Every gate a candidate must pass to go live, in the order they are shown. The asset checks,
 # the registry's promotion rule and the reports all read this list.
 GATES: tuple[Gate, ...] = (
-    Gate(
+    _threshold_gate(
         "profit_factor_above_threshold",
         "Validation profit factor (with costs) above the gate.",
         "min_profit_factor",
-        _profit_factor,
+        "profit_factor",
+        above=True,
+        message=lambda value, limit: f"profit factor {_fmt(value)} vs > {limit}",
     ),
-    Gate(
+    _threshold_gate(
         "max_drawdown_below_threshold",
         "Validation max drawdown below the gate.",
         "max_drawdown_pct",
-        _max_drawdown,
+        "max_drawdown_pct",
+        above=False,
+        message=lambda value, limit: f"max drawdown {value:.2f}% vs < {limit}%",
     ),
-    Gate(
+    _threshold_gate(
         "win_rate_above_threshold",
         "Validation win rate above the gate.",
         "min_win_rate",
-        _win_rate,
+        "win_rate",
+        above=True,
+        message=lambda value, limit: (
+            f"win rate {_fmt(value, pct=True)} vs > {_fmt(limit, pct=True)}"
+        ),
     ),
     Gate(
         "enough_validation_trades",

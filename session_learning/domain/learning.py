@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from catboost import CatBoostClassifier
 
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.backtest import (
@@ -28,6 +27,7 @@ from session_learning.domain.backtest import (
     signals_from_probabilities,
 )
 from session_learning.domain.barriers import first_touch_many
+from session_learning.domain.estimators import DEFAULT_MODEL_TYPE, Estimator
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import GateThresholds
 from session_learning.domain.labels import triple_barrier_labels
@@ -554,9 +554,13 @@ def catboost_params(plan: RetrainPlan, config: LearningConfig) -> dict:
 
 
 def train_model(
-    training_set: pd.DataFrame, features: Sequence[str], params: dict
-) -> CatBoostClassifier:
-    """Fit CatBoost on the ``train`` rows with their weights; the class order is short/flat/long."""
+    training_set: pd.DataFrame,
+    features: Sequence[str],
+    params: dict,
+    model_type: type[Estimator] = DEFAULT_MODEL_TYPE,
+) -> Estimator:
+    """Fit a ``model_type`` (CatBoost) with ``params`` on the ``train`` rows with their
+    weights; the class order is short/flat/long."""
     rows = training_set.loc[training_set["split"] == "train"]
     labels = rows["label"].astype(int)
     missing = [c for c in CLASSES if c not in set(labels)]
@@ -565,9 +569,8 @@ def train_model(
             f"training rows lack class(es) {[CLASS_NAMES[c] for c in missing]}; "
             "widen the training window or change the barriers"
         )
-    model = CatBoostClassifier(**params, class_names=list(CLASSES))
-    model.fit(rows[list(features)], labels, sample_weight=rows["weight"].to_numpy())
-    return model
+    model = model_type.create(params, CLASSES)
+    return model.fit(rows[list(features)], labels, sample_weight=rows["weight"].to_numpy())
 
 
 @dataclass(frozen=True)
@@ -590,7 +593,7 @@ class TradingRule:
 
 
 def evaluate(
-    model: CatBoostClassifier,
+    model: Estimator,
     features: Sequence[str],
     training_set: pd.DataFrame,
     rule: TradingRule,
@@ -667,7 +670,7 @@ def effective_plan(
 class Candidate:
     """A trained candidate and its result on the validation window."""
 
-    model: CatBoostClassifier
+    model: Estimator
     params: dict
     rule: TradingRule
     features: tuple[str, ...]
@@ -708,7 +711,7 @@ def train_candidate(
 
 
 def evaluate_production(
-    production: tuple[CatBoostClassifier, dict] | None,
+    production: tuple[Estimator, dict] | None,
     training_set: pd.DataFrame,
     costs: CostModel,
     bar: pd.Timedelta,
@@ -728,7 +731,7 @@ def evaluate_production(
 
 
 def validation_predictions(
-    model: CatBoostClassifier, features: Sequence[str], training_set: pd.DataFrame
+    model: Estimator, features: Sequence[str], training_set: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (short, flat, long) and labels of the validation rows whose label
     is known, for calibration plots."""

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from catboost import CatBoostClassifier
 
 from session_learning.domain.backtest import CostModel, signals_from_probabilities
 from session_learning.domain.barriers import first_touch, ohlc_arrays
+from session_learning.domain.estimators import Estimator
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.models import ModelKey
 
@@ -44,7 +44,7 @@ class Signal:
 
 
 def score_latest_bar(
-    model: CatBoostClassifier,
+    model: Estimator,
     card: dict,
     bars: pd.DataFrame,
     key: ModelKey,

@@ -7,9 +7,7 @@ A trade belongs to the session in which it *exited*. Rows that break a rule are 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from session_learning.domain.atomic import replace, write_temporary
 from session_learning.domain.models import (
     DIRECTIONS,
     EXIT_REASONS,
@@ -359,7 +358,7 @@ def export_session(trades: pd.DataFrame, session_end: datetime, directory: Path)
             staged.append((_write_temporary_csv(frame, path), path))
             paths[name] = path
         for tmp, path in staged:
-            os.replace(tmp, path)
+            replace(tmp, path)
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)  # only a file that was not renamed is still there
@@ -370,12 +369,7 @@ def export_session(trades: pd.DataFrame, session_end: datetime, directory: Path)
 
 def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = _write_temporary_csv(frame, path)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace(_write_temporary_csv(frame, path), path)
 
 
 def _write_temporary_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -383,19 +377,12 @@ def _write_temporary_csv(frame: pd.DataFrame, path: Path) -> Path:
 
     On failure the temporary file is removed and an ``OSError`` names ``path``.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S%z")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            # A full disk says only "No space left on device"; say which file failed.
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-    return Path(tmp)
+    return write_temporary(
+        path,
+        lambda handle: frame.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S%z"),
+        text=True,
+        suffix=".tmp",
+    )
 
 
 # --- reading journals exported by other systems --------------------------------------------

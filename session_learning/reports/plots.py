@@ -23,19 +23,26 @@ HIT_COLOR = "#2ca02c"
 BINS = 10
 
 
-def _figure() -> tuple[Figure, object]:
-    fig = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, layout="constrained")
+def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
+    """A matplotlib figure on its own Agg canvas: no display, no pyplot global state."""
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The PNG bytes of ``fig`` at its own resolution."""
+    buffer = io.BytesIO()
+    # No "Software" tag and no timestamp: identical inputs give identical bytes.
+    fig.savefig(buffer, format="png", dpi=fig.dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _figure() -> tuple[Figure, object]:
+    fig = new_figure(WIDTH_PX / DPI, HEIGHT_PX / DPI)
     ax = fig.add_subplot()
     ax.grid(True, alpha=0.3)
     return fig, ax
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    # No "Software" tag and no timestamp: identical inputs give identical bytes.
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def _empty(ax, message: str) -> None:
@@ -86,7 +93,7 @@ def equity_curves_png(
             drawn = True
     if not drawn:
         _empty(ax, "no trades on the validation window")
-        return _png(fig)
+        return png_bytes(fig)
     ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
     notes = []
     if candidate_equity is None or candidate_equity.dropna().empty:
@@ -106,7 +113,7 @@ def equity_curves_png(
     )
     ax.set_ylabel("equity (start = 1.0)")
     fig.autofmt_xdate()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def reliability_table(
@@ -158,7 +165,7 @@ def calibration_png(probabilities: np.ndarray, labels: np.ndarray) -> bytes:
     ax.set_title("Calibration of the top-direction probability", fontsize=11)
     if table.empty:
         _empty(ax, "no predictions with a direction")
-        return _png(fig)
+        return png_bytes(fig)
     counts = ax.twinx()
     counts.bar(
         (table["bin_low"] + table["bin_high"]) / 2,
@@ -185,7 +192,7 @@ def calibration_png(probabilities: np.ndarray, labels: np.ndarray) -> bytes:
     ax.set_xlabel("predicted probability of the top direction")
     ax.set_ylabel("realized hit rate")
     ax.legend(loc="upper left", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def session_win_rate_png(
@@ -200,7 +207,7 @@ def session_win_rate_png(
     data = frame[[start_column, "win_rate"]].dropna() if not frame.empty else frame
     if data.empty:
         _empty(ax, "no sessions")
-        return _png(fig)
+        return png_bytes(fig)
     starts = pd.to_datetime(data[start_column], utc=True)
     data = pd.DataFrame(
         {"start": starts.dt.tz_localize(None), "win_rate": data["win_rate"].astype(float)}
@@ -219,7 +226,7 @@ def session_win_rate_png(
     ax.set_ylabel("win rate (%)")
     ax.set_xlabel("session start (UTC)")
     fig.autofmt_xdate()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def png_markdown(png: bytes, alt: str) -> str:

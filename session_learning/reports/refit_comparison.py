@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain.backtest import compute_metrics
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.stats import paired_bootstrap_expectancy
 from session_learning.replay import ArmRun, ReplayConfig, read_arm
 
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = compare(folders)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(dumps(summary, indent=2) + "\n")
     notes = "\n" + Path(args.notes).read_text() if args.notes else ""
     (out / "report.md").write_text(render(summary) + notes)
     print(out / "report.md")

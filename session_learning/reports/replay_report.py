@@ -9,7 +9,6 @@ is a function of the replay's inputs, so two replays with the same seed write id
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from session_learning.domain.backtest import compute_metrics, equity_curve
 from session_learning.domain.gates import GATE_NAMES
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.stats import paired_bootstrap_expectancy
 from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay import (
@@ -32,6 +30,7 @@ from session_learning.replay import (
     read_arm,
     session_regimes,
 )
+from session_learning.reports.plots import new_figure, png_bytes
 
 CONFIDENCE = 0.95
 BOOTSTRAP_BLOCK = pd.Timedelta("1D")
@@ -710,8 +709,7 @@ def equity_png(result: ReplayResult) -> bytes:
     """Equity curves of every arm (all models, compounding at the configured risk per trade);
     with a single synthetic symbol, trend and range stretches are shaded."""
     config = result.config
-    fig = Figure(figsize=(10, 5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(10, 5)
     ax = fig.add_subplot()
     ax.grid(True, alpha=0.3)
     start, end = _naive([config.start, config.end])
@@ -750,10 +748,7 @@ def equity_png(result: ReplayResult) -> bytes:
     ax.set_title(f"Replay {', '.join(m.slug for m in config.models)}: equity by arm", fontsize=11)
     ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    # No software tag or timestamp: the same replay gives the same bytes.
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(fig)  # the same replay gives the same bytes
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -813,14 +808,7 @@ def timing(result: ReplayResult) -> dict:
 
 
 def _json(obj: object) -> str:
-    def default(value: object) -> object:
-        if isinstance(value, pd.Timestamp):
-            return value.isoformat()
-        if isinstance(value, np.generic):
-            return value.item()
-        raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-    return json.dumps(obj, indent=2, default=default, allow_nan=False) + "\n"
+    return dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 def write_report(result: ReplayResult, out: Path | str) -> dict[str, Path]:

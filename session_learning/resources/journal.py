@@ -10,10 +10,9 @@ Every statement uses bound parameters.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import make_url
 
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.models import TRADE_COLUMNS
 from session_learning.domain.trades import (
     NUMERIC_COLUMNS,
@@ -478,6 +478,12 @@ class TradeJournal:
                 "nothing was written"
             ) from exc
 
+    def transaction(self) -> AbstractContextManager[sa.Connection]:
+        """One transaction on the journal's database (committed when the block ends, rolled
+        back on an error) whose failures are the journal's errors naming the database: for the
+        tables kept beside the trades (outcomes, reports)."""
+        return self._connect()
+
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to call every time)."""
         with self._connect() as conn:
@@ -657,8 +663,8 @@ class TradeJournal:
                     "trade_id": row["trade_id"],
                     "corrected_at": row["recorded_at"],
                     "source": f"{report.path} line {line}",
-                    "changes": json.dumps({k: list(v) for k, v in changes.items()}),
-                    "previous": json.dumps(
+                    "changes": dumps({k: list(v) for k, v in changes.items()}),
+                    "previous": dumps(
                         {k: v for k, v in stored.items() if k != RAW_KEY}
                         | {"raw": stored.get(RAW_KEY)}
                     ),

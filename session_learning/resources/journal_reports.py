@@ -84,7 +84,7 @@ def _bucket_counts(
         .group_by(rows.c.bucket)
         .order_by(rows.c.bucket)
     )
-    with journal._connect() as conn:
+    with journal.transaction() as conn:
         metadata.create_all(conn)
         result = conn.execute(query).all()
     frame = pd.DataFrame(
@@ -153,7 +153,7 @@ def count_trades_without_exit_time(journal: TradeJournal) -> int:
         .select_from(trades_table)
         .where(trades_table.c.exit_time_us.is_(None))
     )
-    with journal._connect() as conn:
+    with journal.transaction() as conn:
         metadata.create_all(conn)
         return int(conn.execute(query).scalar())
 

@@ -3,18 +3,15 @@ per-symbol costs and the gate thresholds."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
+from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from session_learning.domain.backtest import CostModel
-from session_learning.domain.gates import DEFAULT_MIN_TRADES, GateThresholds
-from session_learning.domain.learning import (
-    DEFAULT_COSTS,
-    DEFAULT_VALIDATION_BARS,
-    LearningConfig,
-)
+from session_learning.domain.gates import GateThresholds
+from session_learning.domain.learning import DEFAULT_COSTS, LearningConfig
 from session_learning.domain.models import ModelKey
 
 
@@ -26,43 +23,78 @@ class ModelWindowsConfig(dg.Config):
     warmup_bars: int | None = Field(default=None, description="Bars before the first row.")
 
 
-class LearningSettingsResource(dg.ConfigurableResource):
-    """How candidates are trained and judged. Every number of the gates lives here."""
+def _default_of(source: type, name: str, description: str) -> Any:
+    """A resource field whose default is the one ``source`` (a dataclass) declares for
+    ``name``: the number lives once, in the domain."""
+    declared = {f.name: f for f in fields(source)}[name]
+    if declared.default_factory is not MISSING:
+        return Field(default_factory=declared.default_factory, description=description)
+    return Field(default=declared.default, description=description)
 
-    training_bars: int = Field(default=6000, description="Rolling training rows before validation.")
-    validation_bars: dict[str, int] = Field(
-        default_factory=lambda: dict(DEFAULT_VALIDATION_BARS),
-        description="Validation rows per timeframe (long enough to reach the minimum trades).",
+
+def _learning(name: str, description: str) -> Any:
+    return _default_of(LearningConfig, name, description)
+
+
+def _gate(name: str, description: str) -> Any:
+    return _default_of(GateThresholds, name, description)
+
+
+class LearningSettingsResource(dg.ConfigurableResource):
+    """How candidates are trained and judged. Every number of the gates lives here.
+
+    Each field is the ``LearningConfig`` or ``GateThresholds`` field of the same name, with its
+    default; the ones not listed keep their domain default.
+    """
+
+    training_bars: int = _learning("training_bars", "Rolling training rows before validation.")
+    validation_bars: dict[str, int] = _learning(
+        "validation_bars",
+        "Validation rows per timeframe (long enough to reach the minimum trades).",
     )
-    warmup_bars: int = Field(
-        default=300, description="Bars before the first training row (feature lookbacks)."
+    warmup_bars: int = _learning(
+        "warmup_bars", "Bars before the first training row (feature lookbacks)."
     )
     model_windows: dict[str, ModelWindowsConfig] = Field(
         default_factory=dict,
         description="Per-model windows by slug (e.g. XAUUSD_15T), over the ones above; the "
         "settings file named by SESSION_LEARNING_SETTINGS fills them.",
     )
-    tp_atr: float = Field(default=2.0, description="Take profit in ATRs (labels and trading).")
-    sl_atr: float = Field(default=1.0, description="Stop loss in ATRs (labels and trading).")
-    max_holding_bars: int = Field(default=24, description="Bars a trade is held at most.")
-    min_confidence: float = Field(default=0.45, description="Probability a signal needs.")
-    risk_per_trade: float = Field(
-        default=0.005, description="Equity fraction risked per trade (drawdown is measured so)."
+    tp_atr: float = _learning("tp_atr", "Take profit in ATRs (labels and trading).")
+    sl_atr: float = _learning("sl_atr", "Stop loss in ATRs (labels and trading).")
+    max_holding_bars: int = _learning("max_holding_bars", "Bars a trade is held at most.")
+    min_confidence: float = _learning("min_confidence", "Probability a signal needs.")
+    risk_per_trade: float = _learning(
+        "risk_per_trade", "Equity fraction risked per trade (drawdown is measured so)."
     )
-    iterations: int = Field(default=250, description="CatBoost iterations.")
-    learning_rate: float = Field(default=0.08, description="CatBoost learning rate.")
-    random_seed: int = Field(default=42, description="CatBoost seed (training is reproducible).")
-    thread_count: int = Field(default=2, description="CatBoost threads.")
-    min_profit_factor: float = Field(default=1.4, description="Gate: profit factor above this.")
-    max_drawdown_pct: float = Field(default=6.5, description="Gate: max drawdown % below this.")
-    min_win_rate: float = Field(default=0.42, description="Gate: win rate above this.")
-    min_trades: dict[str, int] = Field(
-        default_factory=lambda: dict(DEFAULT_MIN_TRADES),
-        description="Gate: validation trades at least this many, per timeframe.",
+    iterations: int = _learning("iterations", "CatBoost iterations.")
+    learning_rate: float = _learning("learning_rate", "CatBoost learning rate.")
+    random_seed: int = _learning("random_seed", "CatBoost seed (training is reproducible).")
+    thread_count: int = _learning("thread_count", "CatBoost threads.")
+    max_loser_age_bars: int = _learning(
+        "max_loser_age_bars",
+        "A session loser decided at most this many bars before the session's first bar moves "
+        "the validation window back so that it is trained on; an older one is listed as "
+        "unmatched.",
     )
-    confidence: float = Field(
-        default=0.90, description="Confidence at which a candidate must beat production."
+    barrier_refit: str = _learning(
+        "barrier_refit",
+        "How a struggling model's TP/SL is refitted: 'judged' (a fitted geometry only when the "
+        "gates stay as reachable as with the configured one), 'fitted' (the median excursions) "
+        "or 'off' (the configured geometry).",
     )
+    refit_lift_tolerance: float = _learning(
+        "refit_lift_tolerance",
+        "With barrier_refit 'judged': how much more win-rate lift over chance a refitted "
+        "geometry may ask than the configured one.",
+    )
+    min_profit_factor: float = _gate("min_profit_factor", "Gate: profit factor above this.")
+    max_drawdown_pct: float = _gate("max_drawdown_pct", "Gate: max drawdown % below this.")
+    min_win_rate: float = _gate("min_win_rate", "Gate: win rate above this.")
+    min_trades: dict[str, int] = _gate(
+        "min_trades", "Gate: validation trades at least this many, per timeframe."
+    )
+    confidence: float = _gate("confidence", "Confidence at which a candidate must beat production.")
     spreads: dict[str, float] = Field(
         default_factory=lambda: {s: c.spread for s, c in DEFAULT_COSTS.items()},
         description="Round-trip spread per symbol, in price units.",
@@ -77,26 +109,19 @@ class LearningSettingsResource(dg.ConfigurableResource):
         "real bars before it is trained on.",
     )
 
+    @field_validator("barrier_refit")
+    @classmethod
+    def _known_barrier_refit(cls, value: str) -> str:
+        LearningConfig(barrier_refit=value)  # the domain's one error for an unknown mode
+        return value
+
     def feature_specs(self, slug: str) -> list[str]:
         """The user feature functions of a model, by name (shared '*' ones first)."""
         return [*self.extra_features.get("*", []), *self.extra_features.get(slug, [])]
 
     def learning_config(self, key: ModelKey | None = None) -> LearningConfig:
         """The learning settings, with ``key``'s own windows when it has any."""
-        config = LearningConfig(
-            training_bars=self.training_bars,
-            validation_bars=dict(self.validation_bars),
-            warmup_bars=self.warmup_bars,
-            tp_atr=self.tp_atr,
-            sl_atr=self.sl_atr,
-            max_holding_bars=self.max_holding_bars,
-            min_confidence=self.min_confidence,
-            risk_per_trade=self.risk_per_trade,
-            iterations=self.iterations,
-            learning_rate=self.learning_rate,
-            random_seed=self.random_seed,
-            thread_count=self.thread_count,
-        )
+        config = LearningConfig(**self._fields_of(LearningConfig))
         windows = self.model_windows.get(key.slug) if key is not None else None
         if windows is None:
             return config
@@ -113,13 +138,16 @@ class LearningSettingsResource(dg.ConfigurableResource):
         )
 
     def gate_thresholds(self) -> GateThresholds:
-        return GateThresholds(
-            min_profit_factor=self.min_profit_factor,
-            max_drawdown_pct=self.max_drawdown_pct,
-            min_win_rate=self.min_win_rate,
-            min_trades=dict(self.min_trades),
-            confidence=self.confidence,
-        )
+        return GateThresholds(**self._fields_of(GateThresholds))
+
+    def _fields_of(self, target: type) -> dict[str, Any]:
+        """This resource's values of the fields ``target`` (a dataclass) shares with it
+        (dicts copied, so the domain object never aliases the resource's config)."""
+        shared = [f.name for f in fields(target) if f.name in type(self).model_fields]
+        return {
+            name: dict(value) if isinstance(value, dict) else value
+            for name, value in ((name, getattr(self, name)) for name in shared)
+        }
 
     def costs(self, symbol: str) -> CostModel:
         """Costs of ``symbol``; a symbol without a configured spread is an error, not free."""

@@ -26,6 +26,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from session_learning.domain.json_encoding import dumps
 from session_learning.resources.journal import TradeJournal, alerts_table
 from session_learning.resources.journal import metadata as journal_metadata
 
@@ -132,10 +133,6 @@ class OutcomeStore:
     def __init__(self, journal: TradeJournal) -> None:
         self.journal = journal
 
-    def _connect(self):
-        # The journal's transaction scope: one transaction, errors that name the database.
-        return self.journal._connect()
-
     def _ready(self, conn: sa.Connection) -> None:
         journal_metadata.create_all(conn)  # the alerts table
         outcomes_metadata.create_all(conn)
@@ -155,11 +152,11 @@ class OutcomeStore:
             "outcome": outcome.outcome,
             "version": outcome.version,
             "message": outcome.message,
-            "details": json.dumps(outcome.details, default=str, allow_nan=True),
+            "details": dumps(outcome.details, lenient=True, allow_nan=True),
             "run_id": outcome.run_id,
             "recorded_at": outcome.recorded_at or _now(),
         }
-        with self._connect() as conn:
+        with self.journal.transaction() as conn:
             self._ready(conn)
             if self._has(conn, outcome.run_id, outcome.model, outcome.step):
                 return False
@@ -192,7 +189,7 @@ class OutcomeStore:
 
     def has(self, run_id: str, model: str, step: str) -> bool:
         """Whether this run already recorded this model's step."""
-        with self._connect() as conn:
+        with self.journal.transaction() as conn:
             self._ready(conn)
             return self._has(conn, run_id, model, step)
 
@@ -200,7 +197,7 @@ class OutcomeStore:
         """The newest outcome of each model: its own, or a session-level error that stopped
         every model after it (the journal unreachable, the session analysis failed)."""
         out: dict[str, Outcome] = {}
-        with self._connect() as conn:
+        with self.journal.transaction() as conn:
             self._ready(conn)
             session_error = self._newest(
                 conn,
@@ -227,7 +224,7 @@ class OutcomeStore:
             .order_by(outcomes_table.c.outcome_id.desc())
             .limit(limit)
         )
-        with self._connect() as conn:
+        with self.journal.transaction() as conn:
             self._ready(conn)
             return [_outcome(r) for r in conn.execute(query).mappings()]
 
@@ -261,9 +258,9 @@ class OutcomeStore:
             "run_id": run_id,
             "read_at": now.isoformat(),
             "read_at_us": _us(now),
-            "row_ids": json.dumps(sorted(int(r) for r in row_ids)),
+            "row_ids": dumps(sorted(int(r) for r in row_ids)),
         }
-        with self._connect() as conn:
+        with self.journal.transaction() as conn:
             self._ready(conn)
             conn.execute(reads_table.insert(), [row])
 
@@ -291,7 +288,7 @@ class OutcomeStore:
             .where(reads_table.c.session.in_(learned))
             .order_by(reads_table.c.read_id)
         )
-        with self._connect() as conn:
+        with self.journal.transaction() as conn:
             self._ready(conn)
             reads = {r["session"]: dict(r) for r in conn.execute(query).mappings()}  # last wins
         if not reads:
@@ -346,5 +343,5 @@ def _outcome(row) -> Outcome:
 
 def rerun_command(session: str) -> str:
     """The shell command that re-runs the learning job for ``session`` through the daemon."""
-    tags = json.dumps({"dagster/partition": session})
+    tags = dumps({"dagster/partition": session})
     return f"dagster job launch -w workspace.yaml -j session_learning_job --tags '{tags}'"

@@ -9,7 +9,8 @@ Layout, one folder per model named by ``ModelKey.slug``::
         health.json                  degraded flag (absent means "ok")
         versions/
             20240102T0800-0123456789/
-                model.cbm            CatBoost native format; never pickle, so loading runs no code
+                model.cbm            the model in its type's native format (CatBoost ``.cbm``;
+                                     ``domain/estimators``); never pickle, so loading runs no code
                 card.json            model card: caller fields + version, checksums, size, ...
                 judgement.json       the verdict of the gates on this version (absent: never
                                      judged); see ``record_judgement``
@@ -65,21 +66,26 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
-from catboost import CatBoost, CatBoostClassifier, CatBoostError
 from pydantic import Field
 
+from session_learning.domain.atomic import fsync_dir, fsync_file, write_atomic
+from session_learning.domain.estimators import (
+    MODEL_TYPES,
+    Estimator,
+    ModelFormatError,
+    as_estimator,
+)
 from session_learning.domain.gates import GATE_NAMES
+from session_learning.domain.json_encoding import dumps
 from session_learning.domain.models import ModelKey, UnknownModelError
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.cbm"
 CARD_FILE = "card.json"
 JUDGEMENT_FILE = "judgement.json"
 PRODUCTION_FILE = "production.json"
@@ -107,9 +113,6 @@ RESERVED_CARD_FIELDS = (
 # Judgement fields the registry sets from the stored version.
 _SEALED_JUDGEMENT_FIELDS = ("model_sha256", "card_sha256", "judgement_sha256", "schema")
 JUDGEMENT_DECISIONS = ("passed", "rejected")
-# CatBoost writes a random GUID and the training wall-clock time into every model; they are
-# dropped from the stored copy so that identical training yields identical bytes (and version).
-_VOLATILE_METADATA = ("model_guid", "train_finish_time")
 
 _VERSION_RE = re.compile(r"^\d{8}T\d{4}-[0-9a-f]{10}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -164,27 +167,8 @@ def _iso(now: datetime | None) -> str:
     return _utc(now if now is not None else datetime.now(UTC), "now").isoformat()
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, timedelta):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=str)
-    raise TypeError(
-        f"value of type {type(obj).__name__} cannot be stored as JSON; "
-        "convert it to a string, number, list or dict"
-    )
-
-
 def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n").encode()
+    return (dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _digest(document: Mapping[str, Any], *, leave_out: tuple[str, ...]) -> str:
@@ -215,36 +199,17 @@ def version_checksum(card: Mapping[str, Any], judgement: Mapping[str, Any] | Non
     return hashlib.sha256(f"{card['card_sha256']}:{judged}".encode()).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename or a new directory entry survive a power loss, not only the file data.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see either the old or the new bytes."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # mkstemp creates 0600; other users (the trading service) must be able to read.
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    # mkstemp creates 0600; other users (the trading service) must be able to read.
+    write_atomic(
+        path,
+        lambda fh: fh.write(data),
+        prefix=f"{TMP_PREFIX}{path.name}-",
+        permissions=0o644,
+        fsync=True,
+        sync_dir=True,
+    )
 
 
 def _read_json(path: Path) -> Any:
@@ -273,17 +238,21 @@ def _remedy(key: ModelKey, version: str) -> str:
     )
 
 
-def _canonical_copy(model: CatBoost) -> CatBoost:
-    if not isinstance(model, CatBoost):
-        raise TypeError(f"expected a CatBoost model, got {type(model).__name__}")
-    if not model.is_fitted():
+def _trained(model: object) -> Estimator:
+    estimator = as_estimator(model)
+    if not estimator.is_fitted():
         raise RegistryError("the model is not trained; fit it before saving it to the registry")
-    clone = model.copy()  # the caller's model keeps its metadata
-    metadata = clone.get_metadata()
-    for name in _VOLATILE_METADATA:
-        if name in metadata:
-            del metadata[name]
-    return clone
+    return estimator
+
+
+def _model_file(version_dir: Path) -> tuple[type[Estimator], Path]:
+    """The model type of a version and its model file: the first type whose file is there
+    (CatBoost's ``model.cbm`` when none is, so that the missing file is named)."""
+    for model_type in MODEL_TYPES:
+        path = version_dir / model_type.file_name
+        if path.exists():
+            return model_type, path
+    return MODEL_TYPES[0], version_dir / MODEL_TYPES[0].file_name
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +380,7 @@ class ModelRegistry:
     def save_candidate(
         self,
         key: ModelKey,
-        model: CatBoostClassifier,
+        model: Estimator | object,
         card: Mapping[str, Any],
         session_end: datetime,
     ) -> str:
@@ -444,8 +413,9 @@ class ModelRegistry:
             self._remove_leftovers(versions_dir)
             tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=versions_dir))
             try:
-                model_path = tmp / MODEL_FILE
-                _canonical_copy(model).save_model(str(model_path), format="cbm")
+                estimator = _trained(model)
+                model_path = tmp / estimator.file_name
+                estimator.save(model_path)
                 data = model_path.read_bytes()
                 sha = hashlib.sha256(data).hexdigest()
                 version = f"{stamp}-{sha[:10]}"
@@ -463,12 +433,12 @@ class ModelRegistry:
                 }
                 full_card["card_sha256"] = card_digest(full_card)
                 (tmp / CARD_FILE).write_bytes(_dumps(full_card))
-                _fsync_file(model_path)
-                _fsync_file(tmp / CARD_FILE)
+                fsync_file(model_path)
+                fsync_file(tmp / CARD_FILE)
                 os.chmod(tmp, 0o755)  # mkdtemp creates 0700; readers may be another user
-                _fsync_dir(tmp)
+                fsync_dir(tmp)
                 os.rename(tmp, final)
-                _fsync_dir(versions_dir)
+                fsync_dir(versions_dir)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -553,7 +523,7 @@ class ModelRegistry:
         self._require_version(key, version, version_dir)
         return self._read_card(key, version, version_dir)
 
-    def load(self, key: ModelKey, version: str) -> tuple[CatBoostClassifier, dict[str, Any]]:
+    def load(self, key: ModelKey, version: str) -> tuple[Estimator, dict[str, Any]]:
         """Load a version after checking its card and the size and sha256 of its model file.
 
         Raises ``UnknownVersionError`` if the version does not exist and ``CorruptModelError``
@@ -561,14 +531,13 @@ class ModelRegistry:
         a card changed after the version was saved or judged).
         """
         card, data, _ = self._verify(key, version)
-        model = CatBoostClassifier()
+        model_type, path = _model_file(self._version_dir(key, version))
         try:
             # Load the very bytes that were checksummed, so the file cannot change in between.
-            model.load_model(blob=data, format="cbm")
-        except CatBoostError as exc:
-            path = self._version_dir(key, version) / MODEL_FILE
+            model = model_type.load(data)
+        except ModelFormatError as exc:
             raise CorruptModelError(
-                f"{path} matches its checksum but CatBoost cannot read it ({exc}). "
+                f"{path} matches its checksum but {model_type.library} cannot read it ({exc}). "
                 + _remedy(key, version)
             ) from exc
         return model, card
@@ -660,7 +629,7 @@ class ModelRegistry:
         self._require_version(key, version, version_dir)
         card = self._read_card(key, version, version_dir)
         judgement = self._read_judgement(key, version, version_dir, card)
-        path = version_dir / MODEL_FILE
+        _, path = _model_file(version_dir)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -1070,7 +1039,7 @@ class ModelRegistry:
         pointer = self._read_pointer(key)
         return pointer["version"] if pointer else None
 
-    def production(self, key: ModelKey) -> tuple[CatBoostClassifier, dict[str, Any]] | None:
+    def production(self, key: ModelKey) -> tuple[Estimator, dict[str, Any]] | None:
         """The live model and its card (fully verified, and unchanged since it went live), or
         None if nothing was promoted."""
         pointer = self._read_pointer(key)

@@ -6,28 +6,21 @@ Values are readable outside Dagster: ``<base_dir>/<asset key path>/<partition>.p
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from session_learning.domain.atomic import write_atomic
+from session_learning.domain.json_encoding import dumps as json_dumps
+
 _FRAME_MARK = "__parquet__"
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")
 
 
 def dumps(value: object) -> str:
     """JSON with infinities allowed (profit factor without losers) and numpy scalars unwrapped."""
-    return json.dumps(value, default=_json_default, indent=1, sort_keys=True, allow_nan=True)
+    return json_dumps(value, indent=1, sort_keys=True, allow_nan=True)
 
 
 def _file_name(part: str, what: str) -> str:
@@ -42,18 +35,9 @@ def _file_name(part: str, what: str) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
+    # Values are re-materialized after a crash, so they are not fsynced (the registry is).
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            # A full disk says only "File too large" / "No space left"; say which value failed.
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
+    write_atomic(path, write, fsync=False)
 
 
 class ValueStoreIOManager(dg.ConfigurableIOManager):
@@ -75,7 +59,7 @@ class ValueStoreIOManager(dg.ConfigurableIOManager):
             return
         if isinstance(obj, pd.DataFrame):
             path = self._path(context, ".parquet")
-            _atomic_write(path, lambda tmp: obj.to_parquet(tmp))
+            _atomic_write(path, lambda fh: obj.to_parquet(fh))
         elif isinstance(obj, dict):
             # DataFrames inside a dict go to sibling Parquet files; the JSON names them.
             path = self._path(context, ".json")
@@ -83,12 +67,12 @@ class ValueStoreIOManager(dg.ConfigurableIOManager):
             for key, value in obj.items():
                 if isinstance(value, pd.DataFrame):
                     part = path.with_name(f"{path.stem}.{key}.parquet")
-                    _atomic_write(part, lambda tmp, v=value: v.to_parquet(tmp))
+                    _atomic_write(part, lambda fh, v=value: v.to_parquet(fh))
                     plain[key] = {_FRAME_MARK: part.name}
                 else:
                     plain[key] = value
             text = dumps(plain)
-            _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+            _atomic_write(path, lambda fh: fh.write(text.encode()))
         else:
             raise TypeError(
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; "
