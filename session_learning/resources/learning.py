@@ -43,8 +43,10 @@ def _gate(name: str, description: str) -> Any:
 class LearningSettingsResource(dg.ConfigurableResource):
     """How candidates are trained and judged. Every number of the gates lives here.
 
-    Each field is the ``LearningConfig`` or ``GateThresholds`` field of the same name, with its
-    default; the ones not listed keep their domain default.
+    The window, barrier, CatBoost and gate fields are the ``LearningConfig`` and
+    ``GateThresholds`` fields of the same name, with their domain defaults (``_learning``,
+    ``_gate``); domain settings not declared here (``atr_period``, the bootstrap's) keep their
+    defaults.
     """
 
     training_bars: int = _learning("training_bars", "Rolling training rows before validation.")
