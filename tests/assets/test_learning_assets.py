@@ -45,7 +45,7 @@ def test_first_passing_candidate_is_deployed(deployed):
     checks = {
         c.check_name: c
         for c in result.get_asset_check_evaluations()
-        if c.asset_key.path[0] == "EURUSD_30T"
+        if c.asset_key.path == ["EURUSD_30T", "candidate_model"]
     }
     assert set(checks) == {
         "profit_factor_above_threshold",
