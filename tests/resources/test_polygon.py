@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from session_learning.domain.bars import BarDataError
+from session_learning.domain.calendars import calendar_for
 from session_learning.domain.models import ModelKey
 from session_learning.domain.synthetic import generate_bars
 from session_learning.resources.market_data import (
@@ -32,7 +33,8 @@ API_KEY = "pk-SECRET-4f1c9a77e2"
 KEY = ModelKey("EURUSD", "30T")
 START = pd.Timestamp("2024-01-08", tz="UTC")
 END = pd.Timestamp("2024-01-09", tz="UTC")
-DAY_BARS = 46  # 30T bars of Monday on CME Globex FX: 24 hours less the 22:00-23:00 break
+# The 30T bars of that Monday on its calendar (CME Globex FX: the day less its daily break).
+DAY_BARS = len(calendar_for(KEY.symbol).expected_bar_times(START, END - KEY.bar, KEY.bar))
 BACKOFF = 0.01
 MAX_REQUESTS = 20  # a runaway client cannot loop forever against the fake server
 
@@ -360,7 +362,7 @@ def test_a_body_that_is_not_json_is_retried_like_a_server_error(
     polygon, source, sleeps, log_lines, body
 ):
     polygon.reply(Reply(body), Reply(body), page(bars()))
-    assert len(source.bars(KEY, START, END)) == 48
+    assert len(source.bars(KEY, START, END)) == DAY_BARS
     assert sleeps == [BACKOFF, 2 * BACKOFF] and len(polygon.requests) == 3
     assert any("not JSON" in line and "retry 1/3" in line for line in log_lines)
 
@@ -382,11 +384,11 @@ def test_a_body_that_stays_not_json_fails_after_the_retries(polygon, sleeps):
 
 def test_a_page_with_fewer_bars_than_it_announces_fails(polygon, source):
     short = page(bars())
-    short.body["results"] = short.body["results"][:30]  # resultsCount still says 48
+    short.body["results"] = short.body["results"][:30]  # resultsCount still says DAY_BARS
     polygon.reply(short)
     err = failure(lambda: source.bars(KEY, START, END))
     assert type(err) is MarketDataError
-    assert "page 1 announces 48 bars (resultsCount) but holds 30" in str(err)
+    assert f"page 1 announces {DAY_BARS} bars (resultsCount) but holds 30" in str(err)
     assert "cut short" in str(err)
 
 
