@@ -324,7 +324,7 @@ def test_the_same_changes_outside_the_held_out_span_do_change_the_weights(bars, 
     # The counter-test: the check above can fail.
     before, inside, held_start, _ = journal_rows
     weights, _ = _weights(bars, before + inside)
-    # Every 20:00 entry a loser and every other a winner, before the span: a new pattern, more
+    # Every 20:00 entry a loser and every other a winner, before the span: a new pattern, other
     # rows boosted.
     changed, info = _weights(bars, _losing_only_at(before, 20) + inside)
     assert "20:00-21:00 UTC" in {p["bucket"] for p in info["plan"]["loser_patterns"]}
