@@ -34,6 +34,8 @@ setup(
         "pyarrow>=18",
         # PNG plots in asset metadata and replay reports.
         "matplotlib>=3.9",
+        # Trading calendars (CME Globex FX/metals sessions, breaks, holidays; exchanges; 24/7).
+        "pandas_market_calendars>=5.5,<5.6",
     ],
     extras_require={
         # Dagster's Celery executor with a Redis broker: steps run on `dagster-celery` workers.

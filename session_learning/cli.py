@@ -1,4 +1,4 @@
-"""The ``session-learning`` command: demo, models, rollback, import-trades."""
+"""The ``session-learning`` command: demo, models, rollback, import-trades, check-data."""
 
 from __future__ import annotations
 
@@ -392,6 +392,60 @@ def _data_contract_help() -> str:
     )
 
 
+def cmd_check_data(args: argparse.Namespace) -> int:
+    """Before any training: can each configured model learn from the market data it has?
+    Exits with 1 when one cannot."""
+    import time
+
+    from session_learning.assets.data_checks import check_model_history
+    from session_learning.definitions import build_market_data
+    from session_learning.domain.bars import to_utc
+    from session_learning.resources.learning import LearningSettingsResource
+
+    started = time.perf_counter()
+    settings = Settings.from_env()
+    market = build_market_data(settings)
+    config = LearningSettingsResource().learning_config()
+    hours = pd.Timedelta(hours=settings.session_hours)
+    end = (to_utc(args.at, "--at") if args.at else pd.Timestamp.now(tz="UTC")).floor(hours)
+    start = end - hours
+    print(
+        f"market data {settings.market_data}; learning at the end of the session "
+        f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC (default windows)"
+    )
+    checks = []
+    for key in settings.models:
+        check = check_model_history(market, key, start, end, config)
+        checks.append(check)
+        print(f"\n{key.slug} on the {check.calendar} calendar: {check.status.upper()}")
+        if check.first_bar is not None:
+            stale = (
+                f"{check.staleness / pd.Timedelta(hours=1):g}h of trading time"
+                if check.staleness is not None
+                else "-"
+            )
+            print(
+                f"   history: {check.bars} bars {check.first_bar:%Y-%m-%d %H:%M} .. "
+                f"{check.last_bar:%Y-%m-%d %H:%M} UTC; newest bar closed {stale} before the end"
+            )
+            print(
+                f"   gaps on the calendar: {check.gaps} ({check.missing_bars} missing bars)"
+                + (f", largest {check.largest_gap}" if check.largest_gap else "")
+            )
+        print(f"   needs: {check.needed} bars ({check.needs}), at least {check.minimum}")
+        print(f"   -> {check.verdict}")
+    cannot = [c.key.slug for c in checks if not c.can_learn]
+    took = time.perf_counter() - started
+    if cannot:
+        print(
+            f"\n{len(cannot)} of {len(checks)} models cannot learn: {', '.join(cannot)} "
+            f"(checked in {took:.1f} s)"
+        )
+        return 1
+    print(f"\nevery model can learn ({len(checks)} checked in {took:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="session-learning",
@@ -428,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("timeframe")
     enable.add_argument("--reason", default="no reason given", help="recorded with the override")
     enable.set_defaults(func=cmd_enable)
+    check = sub.add_parser("check-data", help=cmd_check_data.__doc__)
+    check.add_argument(
+        "--at",
+        default=None,
+        help="judge learning at the last session end at or before this UTC time "
+        "(default: now, i.e. the session that just ended)",
+    )
+    check.set_defaults(func=cmd_check_data)
     from session_learning.replay import add_replay_parser
 
     add_replay_parser(sub)

@@ -38,14 +38,20 @@ def build_market_data(settings: Settings) -> MarketDataResource:
     """The market-data source named by ``settings.market_data_source`` (which refuses to
     guess for a deployment on its own journal)."""
     source = settings.market_data_source
+    calendars = dict(settings.calendars)
     if source == "synthetic":
-        return SyntheticMarketDataResource(seed=settings.synthetic_seed)
+        return SyntheticMarketDataResource(seed=settings.synthetic_seed, calendars=calendars)
     gaps = settings.gap_limits()
     if source.startswith("files:") and source.removeprefix("files:").strip():
-        return FileMarketDataResource(directory=source.removeprefix("files:"), **gaps)
+        return FileMarketDataResource(
+            directory=source.removeprefix("files:"), calendars=calendars, **gaps
+        )
     if source == "polygon":
         return PolygonMarketDataResource(
-            api_key=dg.EnvVar(POLYGON_KEY_VAR), **settings.polygon_fields(), **gaps
+            api_key=dg.EnvVar(POLYGON_KEY_VAR),
+            calendars=calendars,
+            **settings.polygon_fields(),
+            **gaps,
         )
     raise SettingsError(
         f"{MARKET_DATA_VAR}={source!r}: use {MARKET_DATA_CHOICES} "

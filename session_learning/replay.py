@@ -64,6 +64,7 @@ from session_learning.domain.analysis import (
     analyze_session,
 )
 from session_learning.domain.backtest import CostModel, run_backtest, signals_from_probabilities
+from session_learning.domain.calendars import calendar_for
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import GateThresholds, judge
 from session_learning.domain.learning import (
@@ -316,9 +317,9 @@ class ReplayConfig:
 
 
 def history_span(key: ModelKey, bars_needed: int) -> pd.Timedelta:
-    """Calendar time holding ``bars_needed`` bars on a 24/5 calendar, with slack (as the
-    learning assets load history)."""
-    return key.bar * int(bars_needed * 7 / 5 + 10)
+    """Wall-clock time holding ``bars_needed`` bars (and 10 more) anywhere on the symbol's
+    trading calendar, holidays included."""
+    return calendar_for(key.symbol).span_for_bars(bars_needed + 10, key.bar)
 
 
 def plain_plan(key: ModelKey, rules: LearningRules) -> RetrainPlan:

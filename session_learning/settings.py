@@ -17,6 +17,7 @@ resources. The README's *Configuration* table lists every variable:
 | POLYGON_API_KEY | - | Polygon key (with SESSION_LEARNING_MARKET_DATA=polygon) |
 | SESSION_LEARNING_POLYGON_BASE_URL | https://api.polygon.io | Polygon API root |
 | SESSION_LEARNING_POLYGON_PAGE_SIZE | 50000 | Polygon base aggregates per page |
+| SESSION_LEARNING_CALENDARS | (per symbol) | trading calendar overrides, e.g. SPY:XNYS,USDJPY:24/5 (*:NAME for all) |
 | SESSION_LEARNING_SETTINGS | - | YAML file of per-model windows and gap limits (below) |
 
 The settings file sets ``training_bars``, ``validation_bars``, ``warmup_bars`` and
@@ -206,6 +207,7 @@ class Settings:
     polygon_base_url: str | None = None  # None: the resource's default
     polygon_page_size: int | None = None
     model_settings: ModelSettingsFile = field(default_factory=ModelSettingsFile)
+    calendars: tuple[tuple[str, str], ...] = ()  # (symbol or "*", calendar name) overrides
 
     @property
     def default_journal_url(self) -> str:
@@ -307,6 +309,7 @@ class Settings:
             market_data=env.get(MARKET_DATA_VAR) or None,
             polygon_base_url=env.get("SESSION_LEARNING_POLYGON_BASE_URL") or None,
             polygon_page_size=_int(page_size, "SESSION_LEARNING_POLYGON_PAGE_SIZE"),
+            calendars=parse_calendars(env.get("SESSION_LEARNING_CALENDARS", "")),
             model_settings=(
                 ModelSettingsFile.read(Path(settings_file), models)
                 if settings_file
@@ -359,3 +362,19 @@ def _int(text: str | None, name: str) -> int | None:
         return int(text)
     except ValueError:
         raise SettingsError(f"{name}={text!r} is not a whole number") from None
+
+
+def parse_calendars(text: str) -> tuple[tuple[str, str], ...]:
+    """``SPY:XNYS,USDJPY:24/5`` as ``(symbol, calendar)`` pairs; each calendar must exist."""
+    from session_learning.domain.calendars import get_calendar
+
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        symbol, sep, name = part.partition(":")
+        if not sep or not symbol.strip() or not name.strip():
+            raise ValueError(
+                f"SESSION_LEARNING_CALENDARS entry {part!r}: expected SYMBOL:CALENDAR, "
+                "e.g. SPY:XNYS or *:24/5"
+            )
+        pairs.append((symbol.strip().upper(), get_calendar(name.strip()).name))
+    return tuple(pairs)

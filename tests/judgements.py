@@ -62,15 +62,34 @@ def judge_and_promote(
     return registry.promote(key, version, reason=reason, session=session, now=now)
 
 
-def redeploy_with_rule(registry: ModelRegistry, key: ModelKey, **rule: float) -> str:
+def redeploy_with_rule(
+    registry: ModelRegistry, key: ModelKey, *, session: str = "test", **rule: float
+) -> str:
     """Deploy the live model again as a new version whose trading rule differs by ``rule``
     (a sealed card cannot be edited): saved one minute after the live version's session,
-    judged as passing against it, promoted. Returns the new version."""
+    judged as passing against it, promoted under ``session``. Returns the new version."""
     live = registry.production_version(key)
     model, card = registry.load(key, live)
     fields = {k: v for k, v in card.items() if k not in RESERVED_CARD_FIELDS}
     fields["trading_rule"] = {**card["trading_rule"], **rule}
     stamp = datetime.strptime(live.split("-")[0], "%Y%m%dT%H%M").replace(tzinfo=UTC)
     version = registry.save_candidate(key, model, fields, stamp + timedelta(minutes=1))
-    judge_and_promote(registry, key, version, reason="test: trading rule changed")
+    judge_and_promote(registry, key, version, reason="test: trading rule changed", session=session)
     return version
+
+
+# The session under which deploy_losing_variant records its deployment.
+LOSING_VARIANT_SESSION = "losing-variant"
+
+
+def deploy_losing_variant(registry: ModelRegistry, key: ModelKey) -> str:
+    """Replace the live model by the same model trading with its take profit and stop a
+    twentieth of an ATR from entry: the spread then costs more than any move a trade can catch
+    (about -2.5R a trade on the synthetic bars), so a later candidate with the configured
+    barriers beats it beyond noise. Candidates of neighbouring sessions train on nearly the
+    same rows and rarely beat each other beyond noise, so a test of what follows a passing
+    judgement against a live model starts from this one, not from whichever of two similar
+    models the bars favour. Returns the new live version."""
+    return redeploy_with_rule(
+        registry, key, session=LOSING_VARIANT_SESSION, tp_atr=0.05, sl_atr=0.05
+    )

@@ -143,7 +143,7 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
                 signal_note = "paused: degraded"
             else:
                 history = learning_settings.learning_config(key).warmup_bars + 50
-                start = now - key.bar * int(history * 7 / 5 + 10)
+                start = market_data.calendar(key).history_start(now, history + 10, key.bar)
                 bars = market_data.bars(key, start, now)
                 signal = score_latest_bar(model, card, bars, key, now, functions)
                 if signal is None:

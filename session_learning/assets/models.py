@@ -11,9 +11,17 @@ import pandas as pd
 from pydantic import Field
 
 from session_learning.assets import OWNERS
+from session_learning.assets.data_checks import (
+    check_loaded_bars,
+    history_check_result,
+    history_check_spec,
+    history_not_needed,
+)
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.bars import BarDataError
+from session_learning.domain.calendars import TradingCalendar, calendar_for
 from session_learning.domain.features import (
     check_no_lookahead,
     feature_set,
@@ -36,7 +44,7 @@ from session_learning.hooks import outcome_hooks
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource
-from session_learning.resources.market_data import MarketDataResource
+from session_learning.resources.market_data import MarketDataError, MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
 
 GROUP_PREFIX = "model_"
@@ -57,9 +65,16 @@ class TrainingSetConfig(dg.Config):
     )
 
 
-def history_start(key: ModelKey, session_end: pd.Timestamp, bars_needed: int) -> pd.Timestamp:
-    """How far back to load ``bars_needed`` bars, allowing for weekends without bars."""
-    return session_end - key.bar * int(bars_needed * 7 / 5 + 10)
+def history_start(
+    key: ModelKey,
+    session_end: pd.Timestamp,
+    bars_needed: int,
+    calendar: TradingCalendar | None = None,
+) -> pd.Timestamp:
+    """How far back to load ``bars_needed`` bars (and 10 more) on the symbol's trading
+    calendar: weekends, daily breaks and holidays hold no bars."""
+    chosen = calendar_for(key.symbol) if calendar is None else calendar
+    return chosen.history_start(session_end, bars_needed + 10, key.bar)
 
 
 def build_model_assets(
@@ -70,6 +85,7 @@ def build_model_assets(
     group = f"{GROUP_PREFIX}{key.slug}"
     candidate_key = dg.AssetKey([*prefix, "candidate_model"])
     hooks = outcome_hooks(partitions_def)  # each step's decision or error, for `status`
+    training_key = dg.AssetKey([*prefix, "weighted_training_set"])
 
     @dg.asset(
         key_prefix=prefix,
@@ -84,6 +100,7 @@ def build_model_assets(
             "problem_report": dg.AssetIn(key="problem_report"),
             "session_trades": dg.AssetIn(key="session_trades"),
         },
+        check_specs=[history_check_spec(training_key, partitions_def)],
         tags={"session_learning/model": key.slug},
     )
     def weighted_training_set(
@@ -104,14 +121,25 @@ def build_model_assets(
         chosen = effective_plan(plan, has_production, config.force_retrain)
         if chosen is None:
             context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
+            yield history_not_needed(training_key)
             return
         plan = chosen
         learning = learning_settings.learning_config(key)
         window = context.partition_time_window
         end = pd.Timestamp(window.end)
-        bars = market_data.bars(
-            key, history_start(key, end, learning.history_bars(key.timeframe)), end
-        )
+        calendar = market_data.calendar(key)
+        start = history_start(key, end, learning.history_bars(key.timeframe), calendar)
+        # The history check is recorded before anything can fail, so it explains failures.
+        history = {"calendar": calendar, "session_start": pd.Timestamp(window.start)}
+        history |= {"session_end": end, "config": learning}
+        try:
+            bars = market_data.bars(key, start, end)
+        except (BarDataError, MarketDataError) as exc:
+            yield history_check_result(
+                training_key, check_loaded_bars(key, None, error=exc, **history)
+            )
+            raise
+        yield history_check_result(training_key, check_loaded_bars(key, bars, **history))
         # Loser patterns are searched in the training set, which knows the held-out span:
         # it takes the lookback before that span, so the journal is read as far as the bars go.
         days = int((end - bars.index[0]) / pd.Timedelta(days=1)) + 1 if len(bars) else 1

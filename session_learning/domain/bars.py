@@ -22,34 +22,40 @@ are errors too. Every repair is listed in ``BarReport.repairs``, and the only ro
 are identical duplicates: ``input_rows == len(report.bars) + dropped_duplicates``.
 
 Calendars
-    ``"24/5"`` (default, FX and metals as the synthetic source models them): a bar is expected
-    whenever its UTC open time falls Monday to Friday; Saturday and Sunday are expected to be
-    empty, so the weekend is neither a gap nor staleness. Bars that do open on a weekend (some
-    providers start the FX week on Sunday evening UTC) are kept and reported as a warning.
-    ``"24/7"`` (crypto): a bar is expected at every grid time.
-    Gap and staleness lengths are measured in trading time, so under 24/5 a gap from Friday
-    20:00 to Monday 04:00 UTC is 8 hours long.
+    Each symbol trades on a calendar (``session_learning.domain.calendars``): FX on
+    ``CMEGlobex_FX``, metals on ``CMEGlobex_Metals``, crypto ``24/7``, an equity on its exchange,
+    anything unknown on the ``24/5`` fallback (Monday 00:00 to Saturday 00:00 UTC). A bar is
+    expected when it overlaps the calendar's trading time, so a closure the calendar knows (the
+    weekend, the daily break, Christmas, New Year) is never a gap, and gaps and staleness are
+    measured in trading time: on ``CMEGlobex_FX`` in winter a gap from Friday 20:00 to Sunday
+    23:00 UTC is 2 hours long. A gap that swallows whole sessions the calendar has open names
+    their dates. Bars that open while the calendar is closed (some providers print bars in the
+    daily break or on holidays) are kept and reported as a warning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 
+from session_learning.domain.calendars import (
+    FALLBACK_CALENDAR,
+    TradingCalendar,
+    calendar_for,
+    get_calendar,
+)
 from session_learning.domain.models import BAR_COLUMNS, ModelKey
 
-Calendar = Literal["24/5", "24/7"]
-CALENDARS: tuple[str, ...] = ("24/5", "24/7")
+# A calendar name (see ``session_learning.domain.calendars``) or a ``TradingCalendar``.
+Calendar = str | TradingCalendar
 DEFAULT_MAX_GAP = pd.Timedelta(days=1)  # one trading day
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
-_WEEK = pd.Timedelta(days=7)
-_TRADING_WEEK = pd.Timedelta(days=5)
-_MONDAY = pd.Timestamp("1970-01-05", tz="UTC")
 _SHOWN_GAPS = 5  # gaps listed in metadata and messages
+_SHOWN_SESSIONS = 6  # missing session dates listed per gap
 
 
 class BarDataError(ValueError):
@@ -76,15 +82,31 @@ class BarDataError(ValueError):
 class BarGap:
     """Consecutive expected bars that are missing: ``start`` is the open time of the first
     missing bar, ``end`` the open time of the next bar present, ``length`` the trading time
-    the missing bars cover (``missing_bars`` times the bar length)."""
+    between them on the calendar, ``sessions`` the dates of whole trading sessions that are
+    missing (every bar of a session the calendar has open)."""
 
     start: pd.Timestamp
     end: pd.Timestamp
     missing_bars: int
     length: pd.Timedelta
+    sessions: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.start.isoformat()} .. {self.end.isoformat()} ({self.missing_bars} bars, {_hours(self.length)})"
+        text = f"{self.start.isoformat()} .. {self.end.isoformat()} ({self.missing_bars} bars, {_hours(self.length)})"
+        if self.sessions:
+            shown = ", ".join(self.sessions[:_SHOWN_SESSIONS])
+            more = (
+                f" and {len(self.sessions) - _SHOWN_SESSIONS} more"
+                if len(self.sessions) > _SHOWN_SESSIONS
+                else ""
+            )
+            whole = (
+                "the whole session"
+                if len(self.sessions) == 1
+                else f"{len(self.sessions)} whole sessions"
+            )
+            text += f", missing {whole} of {shown}{more}"
+        return text
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,7 +155,7 @@ def validate_bars(
     now: pd.Timestamp | None = None,
     max_staleness: pd.Timedelta | None = None,
     repair: bool = False,
-    calendar: Calendar = "24/5",
+    calendar: Calendar | None = None,
     max_gap: pd.Timedelta | None = DEFAULT_MAX_GAP,
 ) -> BarReport:
     """Check ``bars`` of ``key`` against every rule in this module's docstring.
@@ -141,11 +163,11 @@ def validate_bars(
     Returns a ``BarReport`` whose ``bars`` are the input, or with ``repair=True`` a repaired
     copy (zone converted to UTC, identical duplicates dropped, rows sorted), each repair listed.
     Raises ``BarDataError`` naming the rule, the model, the first offending time and a fix.
-    ``max_gap=None`` disables the gap limit; staleness is checked only when both ``now`` and
-    ``max_staleness`` are given.
+    ``calendar`` defaults to the symbol's (``calendars.calendar_for``); ``max_gap=None``
+    disables the gap limit; staleness is checked only when both ``now`` and ``max_staleness``
+    are given.
     """
-    if calendar not in CALENDARS:
-        raise ValueError(f"unknown calendar {calendar!r}; use one of {', '.join(CALENDARS)}")
+    calendar = calendar_for(key.symbol) if calendar is None else get_calendar(calendar)
     if now is not None:
         now = pd.Timestamp(now)
         if now.tz is None:
@@ -161,19 +183,18 @@ def validate_bars(
     _check_grid(frame.index, key)
     _check_values(frame, key)
     gaps = find_gaps(frame.index, key.bar, calendar)
-    _check_gaps(gaps, key, max_gap)
+    _check_gaps(gaps, key, max_gap, calendar)
     _check_freshness(frame.index, key, now, max_staleness, calendar)
 
     warnings = []
     if frame.empty:
         warnings.append("no bars")
-    if calendar == "24/5":
-        weekend = frame.index[frame.index.day_of_week >= 5]
-        if len(weekend):
-            warnings.append(
-                f"{len(weekend)} bars open on a weekend (first at {weekend[0].isoformat()}); "
-                "kept, but the 24/5 calendar expects none"
-            )
+    closed = frame.index[~calendar.open_bars(frame.index, key.bar)]
+    if len(closed):
+        warnings.append(
+            f"{_count(len(closed), 'bar')} open while the {calendar} calendar is closed (first at "
+            f"{closed[0].isoformat()}, a {closed[0]:%A}); kept, but the calendar expects none"
+        )
     if gaps:
         largest = max(gaps, key=lambda gap: gap.length)
         warnings.append(
@@ -213,48 +234,64 @@ def to_utc(value: object, what: str) -> pd.Timestamp:
 
 
 def trading_time(
-    start: pd.Timestamp, end: pd.Timestamp, calendar: Calendar = "24/5"
+    start: pd.Timestamp, end: pd.Timestamp, calendar: Calendar = FALLBACK_CALENDAR
 ) -> pd.Timedelta:
-    """Trading time between two UTC instants: wall-clock time for 24/7, weekdays only for 24/5
-    (negative when ``end`` is before ``start``)."""
-    if calendar == "24/7":
-        return end - start
-    return _trading_clock(end) - _trading_clock(start)
+    """Trading time between two UTC instants on ``calendar`` (negative when ``end`` is before
+    ``start``)."""
+    return get_calendar(calendar).trading_time(start, end)
 
 
 def expected_bar_times(
-    first: pd.Timestamp, last: pd.Timestamp, bar: pd.Timedelta, calendar: Calendar = "24/5"
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+    bar: pd.Timedelta,
+    calendar: Calendar = FALLBACK_CALENDAR,
 ) -> pd.DatetimeIndex:
     """Grid times from ``first`` to ``last`` (both included) at which the calendar expects a bar."""
-    times = pd.date_range(first, last, freq=bar)
-    if calendar == "24/5":
-        times = times[times.day_of_week < 5]
-    return times
+    return get_calendar(calendar).expected_bar_times(first, last, bar)
 
 
 def find_gaps(
-    index: pd.DatetimeIndex, bar: pd.Timedelta, calendar: Calendar = "24/5"
+    index: pd.DatetimeIndex, bar: pd.Timedelta, calendar: Calendar = FALLBACK_CALENDAR
 ) -> tuple[BarGap, ...]:
     """Runs of expected bars missing between the first and the last bar of a sorted, unique,
-    on-grid ``index``."""
+    on-grid ``index``.
+
+    A run ends at the next bar present, which always exists: the last bar of ``index`` is
+    present, even when the calendar does not expect it (a bar on a closed weekend)."""
     if len(index) < 2:
         return ()
-    expected = expected_bar_times(index[0], index[-1], bar, calendar).as_unit(index.unit)
-    missing = ~expected.isin(index)
+    calendar = get_calendar(calendar)
+    present = index.as_unit("ns")
+    expected = calendar.expected_bar_times(present[0], present[-1], bar)
+    missing = ~expected.isin(present)
     if not missing.any():
         return ()
-    # Start and end positions of each run of consecutive missing expected bars.
-    edges = np.diff(np.concatenate(([0], missing.astype(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    stops = np.flatnonzero(edges == -1)  # first expected bar after the run; present
+    # A run is consecutive missing expected bars with no bar present between them (a bar
+    # printed while the calendar is closed, say in the daily break, still splits a run).
+    where = np.flatnonzero(missing)
+    after = present.searchsorted(expected[where])  # the next bar present after each
+    new_run = np.ones(len(where), dtype=bool)
+    new_run[1:] = (np.diff(where) != 1) | (np.diff(after) != 0)
+    run_starts = np.flatnonzero(new_run)
+    counts = np.diff(np.append(run_starts, len(where)))
+    firsts = expected[where[run_starts]]
+    ends = present[after[run_starts]]
+    clock = calendar.trading_clock(firsts.append(ends), present[0])
+    lengths = clock[len(firsts) :] - clock[: len(firsts)]
+    sessions = calendar.sessions(present[0], present[-1] + bar)
+    lo = sessions["open"].searchsorted(firsts, side="left")
+    hi = sessions["close"].searchsorted(ends, side="right")
+    labels = [f"{day:%Y-%m-%d}" for day in sessions.index]
     return tuple(
         BarGap(
-            start=expected[i],
-            end=expected[j],
-            missing_bars=int(j - i),
-            length=int(j - i) * bar,
+            start=firsts[n].as_unit(index.unit),
+            end=ends[n].as_unit(index.unit),
+            missing_bars=int(counts[n]),
+            length=pd.Timedelta(int(lengths[n]), unit="ns"),
+            sessions=tuple(labels[lo[n] : hi[n]]),
         )
-        for i, j in zip(starts, stops, strict=True)
+        for n in range(len(firsts))
     )
 
 
@@ -473,19 +510,33 @@ def _check_values(frame: pd.DataFrame, key: ModelKey) -> None:
     )
 
 
-def _check_gaps(gaps: tuple[BarGap, ...], key: ModelKey, max_gap: pd.Timedelta | None) -> None:
+def _check_gaps(
+    gaps: tuple[BarGap, ...],
+    key: ModelKey,
+    max_gap: pd.Timedelta | None,
+    calendar: TradingCalendar,
+) -> None:
     if max_gap is None:
         return
     long = [gap for gap in gaps if gap.length > max_gap]
     if long:
         largest = max(long, key=lambda gap: gap.length)
+        sessions = [day for gap in long for day in gap.sessions]
+        missing = (
+            f"; the calendar {calendar} has {_count(len(sessions), 'session')} open there with "
+            f"no bar at all ({', '.join(sessions[:_SHOWN_SESSIONS])}"
+            f"{', ...' if len(sessions) > _SHOWN_SESSIONS else ''})"
+            if sessions
+            else ""
+        )
         _fail(
             key,
             "gap",
-            f"{len(long)} gaps are longer than max_gap {_hours(max_gap)} of trading time, "
-            f"largest {largest}",
-            "Fill the hole at the source (re-download the range), or raise max_gap if the market "
-            "really was closed.",
+            f"{_count(len(long), 'gap')} longer than max_gap {_hours(max_gap)} of trading time "
+            f"on the {calendar} calendar, largest {largest}{missing}",
+            "Fill the hole at the source (re-download the range); if the market really was "
+            "closed, choose a calendar that knows the closure (market data 'calendars') or "
+            "raise max_gap.",
             first=long[0].start,
             count=len(long),
         )
@@ -496,7 +547,7 @@ def _check_freshness(
     key: ModelKey,
     now: pd.Timestamp | None,
     max_staleness: pd.Timedelta | None,
-    calendar: Calendar,
+    calendar: TradingCalendar,
 ) -> None:
     if now is None:
         return
@@ -520,24 +571,19 @@ def _check_freshness(
             "Check that the source has data for this model and is still being updated.",
         )
     close = index[-1] + key.bar
-    age = max(trading_time(close, now, calendar), pd.Timedelta(0))
+    age = max(calendar.trading_time(close, now), pd.Timedelta(0))
     if age > max_staleness:
         _fail(
             key,
             "stale",
             f"the newest bar opened at {index[-1].isoformat()} and closed {_hours(age)} of "
-            f"trading time before {now.isoformat()}, more than max_staleness {_hours(max_staleness)}",
+            f"trading time ({calendar} calendar) before {now.isoformat()}, more than "
+            f"max_staleness {_hours(max_staleness)}",
             "Check that the source is still being updated (or raise max_staleness).",
         )
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _trading_clock(stamp: pd.Timestamp) -> pd.Timedelta:
-    """Weekday time elapsed since Monday 1970-01-05 00:00 UTC (weekends do not tick)."""
-    weeks, within = divmod(stamp - _MONDAY, _WEEK)
-    return weeks * _TRADING_WEEK + min(within, _TRADING_WEEK)
 
 
 def _count(n: int, noun: str) -> str:

@@ -5,26 +5,30 @@ bars on every machine. It is *not* a model of any real market; it exists so that
 loop has something learnable to learn, and so that structure changes at known times.
 
 Calendar
-    24/5, FX-style: a bar exists when its UTC open time falls Monday to Friday; Saturday and
-    Sunday have no bars, and Monday's first bar opens at Friday's last close (no weekend gap).
-    Every timeframe in ``models.TIMEFRAMES`` divides a day, so each trading week has a fixed
-    number of bars.
+    Bars follow the symbol's trading calendar (``session_learning.domain.calendars``; EURUSD on
+    CME Globex FX, XAUUSD on CME Globex metals, unknown symbols on the 24/5 fallback, or any
+    calendar passed in): a bar exists exactly when the calendar expects one, so the weekend,
+    the daily break, Christmas, New Year and early closes have no bars, and the Sunday open
+    moves with US summer time. The first bar after a closure opens at the last close before it
+    (no price gap over closures).
 
 Determinism
     Each path starts at ``EPOCH`` (Monday 2024-01-01 00:00 UTC) and is generated forward, with
-    the random numbers of each trading week drawn from their own generator. Bar ``k`` therefore
-    depends only on the seed and on bars ``0..k``: asking for a sub-range returns exactly the
-    bars that slicing a longer request returns. Seeds come from a stable hash of
+    the random numbers of each calendar week drawn from their own generator, one per bar slot
+    of the week whether or not the calendar is open then. Bar ``k`` therefore depends only on
+    the seed, the calendar and bars ``0..k``: asking for a sub-range returns exactly the bars
+    that slicing a longer request returns. Seeds come from a stable hash of
     ``(seed, symbol, timeframe)``, so symbols and timeframes get different but reproducible
-    paths; the regime schedule comes from ``(seed, symbol)`` only, so all timeframes of a symbol
-    change regime at the same times.
+    paths; the regime schedule comes from ``(seed, symbol)`` and the calendar only, so all
+    timeframes of a symbol change regime at the same times.
 
 Regimes (``REGIMES``)
     ``trend``: a persistent, slowly wandering drift (momentum: moves continue), normal
     volatility. ``range``: mean reversion towards the price where the range began, about half
     the volatility. ``burst``: about 2.4x normal volatility with no exploitable direction.
-    Regimes switch only on 4-hour session boundaries; trends and ranges last 2 to 12 trading
-    days, bursts half a day to three days, and a regime never follows itself. The structure
+    Regimes switch only on 4-hour session boundaries (counting the 4-hour blocks in which the
+    calendar trades); trends and ranges last 2 to 12 trading days, bursts half a day to three
+    days, and a regime never follows itself. The structure
     flips sign between trend and range (a stretched price runs on in one and snaps back in the
     other), and the regimes differ in volatility level, efficiency and autocorrelation, so
     causal features can tell them apart: a model trained across regimes learns both rules, one
@@ -53,6 +57,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from session_learning.domain.calendars import TradingCalendar, calendar_for, get_calendar
 from session_learning.domain.models import BAR_COLUMNS, timeframe_delta
 
 EPOCH = pd.Timestamp("2024-01-01 00:00", tz="UTC")  # a Monday
@@ -97,7 +102,7 @@ SYMBOL_PROFILES: Mapping[str, SymbolProfile] = MappingProxyType(
 GENERIC_PROFILE = SymbolProfile(price=100.0, daily_volatility=0.010, digits=2, volume_per_hour=1000)
 
 # --- structure, in bars unless stated -------------------------------------------------------
-_TRADING_DAYS_PER_WEEK = 5
+_WEEK = pd.Timedelta(days=7)
 _BLOCK = pd.Timedelta(hours=4)  # regimes switch on these boundaries (one learning session)
 _VOL_MULTIPLIER = np.array([1.0, 0.55, 2.4])  # trend, range, burst
 _DURATION_BLOCKS = ((12, 72), (12, 72), (3, 18))  # 4-hour blocks, inclusive, per regime
@@ -116,7 +121,7 @@ _HOURLY_VOLATILITY /= np.sqrt(np.mean(_HOURLY_VOLATILITY**2))  # keeps the daily
 _STREAM_REGIMES, _STREAM_BARS = 0, 1
 _CACHE_WEEKS = 26  # paths are generated in half-year steps
 _CACHE_PATHS = 16  # (symbol, timeframe, seed) paths kept, least recently used dropped first
-_CACHE: OrderedDict[tuple[str, str, int], tuple[pd.DataFrame, np.ndarray]] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, int, str], tuple[pd.DataFrame, np.ndarray]] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
@@ -139,36 +144,15 @@ def _to_utc(value: object, what: str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
 
 
-def _bars_per_week(bar: pd.Timedelta) -> int:
+def _slots_per_week(bar: pd.Timedelta) -> int:
     if _BLOCK % bar:
         raise ValueError(f"a {bar} bar does not divide the 4-hour regime blocks")
-    return _TRADING_DAYS_PER_WEEK * int(pd.Timedelta(days=1) / bar)
+    return int(_WEEK / bar)
 
 
-def _bar_position(stamp: pd.Timestamp, bar: pd.Timedelta) -> int:
-    """Number of grid bars (counted from ``EPOCH``) whose open time is before ``stamp``."""
-    week = pd.Timedelta(days=7)
-    offset = stamp - EPOCH
-    weeks, within = divmod(offset, week)
-    per_week = _bars_per_week(bar)
-    if within >= pd.Timedelta(days=_TRADING_DAYS_PER_WEEK):
-        return (weeks + 1) * per_week
-    # Ceiling division: a bar opening exactly at ``stamp`` is not before it.
-    return weeks * per_week + -(-within // bar)
-
-
-def _bar_times(first: int, stop: int, bar: pd.Timedelta) -> pd.DatetimeIndex:
-    positions = np.arange(first, stop, dtype=np.int64)
-    per_week = _bars_per_week(bar)
-    weeks, within = np.divmod(positions, per_week)
-    ns = (
-        EPOCH.as_unit("ns").value
-        + weeks * pd.Timedelta(days=7).value
-        + within * bar.as_unit("ns").value
-    )
-    index = pd.DatetimeIndex(ns.astype("datetime64[ns]")).tz_localize("UTC")
-    index.name = "time"
-    return index
+def _weeks_until(stamp: pd.Timestamp) -> int:
+    """Whole calendar weeks from ``EPOCH`` that cover every bar opening before ``stamp``."""
+    return max(0, -(-(stamp - EPOCH) // _WEEK))
 
 
 def _regime_codes(symbol: str, seed: int, n_blocks: int) -> np.ndarray:
@@ -237,17 +221,22 @@ def _log_deviation(
 
 
 def _generate_path(
-    symbol: str, timeframe: str, seed: int, n_weeks: int
+    symbol: str, timeframe: str, seed: int, n_weeks: int, calendar: TradingCalendar
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The first ``n_weeks`` trading weeks of bars and regime codes from ``EPOCH``."""
+    """The bars and regime codes of the first ``n_weeks`` calendar weeks from ``EPOCH``."""
     bar = timeframe_delta(timeframe)
     profile = symbol_profile(symbol)
-    per_week = _bars_per_week(bar)
-    n_bars = n_weeks * per_week
-    bars_per_block = int(_BLOCK / bar)
-    regimes = np.repeat(_regime_codes(symbol, seed, n_bars // bars_per_block), bars_per_block)
+    per_week = _slots_per_week(bar)
+    horizon = EPOCH + n_weeks * _WEEK
+    times = calendar.expected_bar_times(EPOCH, horizon - bar, bar)
+    times.name = "time"
+    # Regimes run over the 4-hour blocks in which the calendar trades, shared by timeframes.
+    blocks = calendar.expected_bar_times(EPOCH, horizon - _BLOCK, _BLOCK)
+    codes = _regime_codes(symbol, seed, len(blocks))
+    own_block = EPOCH + ((times - EPOCH) // _BLOCK) * _BLOCK
+    regimes = codes[blocks.searchsorted(own_block)] if len(times) else codes[:0]
 
-    # Each week draws its own numbers, so the path is prefix-stable whatever n_weeks is.
+    # Each week draws its own numbers, one per bar slot, so the path is prefix-stable.
     key = _stable_key("bars", seed, symbol, timeframe)
     draws = np.concatenate(
         [
@@ -258,11 +247,11 @@ def _generate_path(
         ],
         axis=1,
     )
-    shock, drift_shock, upper, lower, volume_noise = draws
+    slots = ((times - EPOCH) // bar).to_numpy(dtype=np.int64)
+    shock, drift_shock, upper, lower, volume_noise = draws[:, slots]
 
     base_sigma = profile.daily_volatility * np.sqrt(bar / pd.Timedelta(days=1))
-    hours = _bar_times(0, per_week, bar).hour.to_numpy()
-    intraday = np.tile(_HOURLY_VOLATILITY[hours], n_weeks)
+    intraday = _HOURLY_VOLATILITY[times.hour.to_numpy()]
     sigma = base_sigma * intraday * _VOL_MULTIPLIER[regimes]
 
     drift_coefficient = 1.0 - 1.0 / _DRIFT_PERSISTENCE
@@ -298,27 +287,29 @@ def _generate_path(
             "close": np.round(close, profile.digits),
             "volume": np.maximum(np.round(volume), 1.0),
         },
-        index=_bar_times(0, n_bars, bar),
+        index=times,
     )
     return frame, regimes
 
 
-def _path(symbol: str, timeframe: str, seed: int, n_bars: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """A generated path of at least ``n_bars`` bars, from the cache.
+def _path(
+    symbol: str, timeframe: str, seed: int, n_weeks: int, calendar: TradingCalendar
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A generated path of at least ``n_weeks`` calendar weeks, from the cache.
 
-    One path per (symbol, timeframe, seed) is kept, the longest generated so far; a shorter
-    request is served from it, since paths are prefix-stable. A longer one regenerates the path
-    in whole ``_CACHE_WEEKS`` steps.
+    One path per (symbol, timeframe, seed, calendar) is kept, the longest generated so far; a
+    shorter request is served from it, since paths are prefix-stable. A longer one regenerates
+    the path in whole ``_CACHE_WEEKS`` steps.
     """
-    key = (symbol, timeframe, seed)
+    key = (symbol, timeframe, seed, calendar.name)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
-        if cached is not None and len(cached[0]) >= n_bars:
+        if cached is not None and cached[0].attrs["weeks"] >= n_weeks:
             _CACHE.move_to_end(key)
             return cached
-    per_step = _CACHE_WEEKS * _bars_per_week(timeframe_delta(timeframe))
-    n_weeks = max(1, -(-n_bars // per_step)) * _CACHE_WEEKS
-    path = _generate_path(symbol, timeframe, seed, n_weeks)
+    weeks = max(1, -(-n_weeks // _CACHE_WEEKS)) * _CACHE_WEEKS
+    path = _generate_path(symbol, timeframe, seed, weeks, calendar)
+    path[0].attrs["weeks"] = weeks
     with _CACHE_LOCK:
         _CACHE[key] = path
         _CACHE.move_to_end(key)
@@ -328,34 +319,51 @@ def _path(symbol: str, timeframe: str, seed: int, n_bars: int) -> tuple[pd.DataF
 
 
 def _window(
-    symbol: str, timeframe: str, start: object, end: object, seed: int
+    symbol: str,
+    timeframe: str,
+    start: object,
+    end: object,
+    seed: int,
+    calendar: str | TradingCalendar | None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    bar = timeframe_delta(timeframe)
+    timeframe_delta(timeframe)
+    chosen = calendar_for(symbol) if calendar is None else get_calendar(calendar)
     start_utc, end_utc = _to_utc(start, "start"), _to_utc(end, "end")
     if start_utc < EPOCH:
         raise ValueError(f"synthetic bars begin at {EPOCH.isoformat()}; got start {start_utc}")
-    first = _bar_position(start_utc, bar)
-    stop = max(first, _bar_position(end_utc, bar))
-    frame, regimes = _path(symbol, timeframe, int(seed), stop)
+    frame, regimes = _path(symbol, timeframe, int(seed), _weeks_until(end_utc), chosen)
+    first = int(frame.index.searchsorted(start_utc))
+    stop = max(first, int(frame.index.searchsorted(end_utc)))
     return frame.iloc[first:stop], regimes[first:stop]
 
 
 def generate_bars(
-    symbol: str, timeframe: str, start: object, end: object, seed: int = 7
+    symbol: str,
+    timeframe: str,
+    start: object,
+    end: object,
+    seed: int = 7,
+    calendar: str | TradingCalendar | None = None,
 ) -> pd.DataFrame:
     """Synthetic OHLCV bars of ``symbol`` whose UTC open time is in ``[start, end)``.
 
     ``start``/``end`` are anything ``pd.Timestamp`` accepts (naive means UTC) and must not be
-    before ``EPOCH``. Returns float columns ``open, high, low, close, volume`` indexed by open
-    time (``"time"``, UTC, weekdays only); empty when no bar opens in the range. The same
+    before ``EPOCH``. ``calendar`` (a name or a ``TradingCalendar``) defaults to the symbol's.
+    Returns float columns ``open, high, low, close, volume`` indexed by open time (``"time"``,
+    UTC, only while the calendar trades); empty when no bar opens in the range. The same
     arguments always return the same bars, and a sub-range equals the slice of a longer range.
     """
-    frame, _ = _window(symbol, timeframe, start, end, seed)
+    frame, _ = _window(symbol, timeframe, start, end, seed, calendar)
     return frame.loc[:, list(BAR_COLUMNS)].copy()
 
 
 def regime_schedule(
-    symbol: str, timeframe: str, start: object, end: object, seed: int = 7
+    symbol: str,
+    timeframe: str,
+    start: object,
+    end: object,
+    seed: int = 7,
+    calendar: str | TradingCalendar | None = None,
 ) -> pd.Series:
     """The regime (``"trend"``, ``"range"`` or ``"burst"``) of each bar ``generate_bars``
     returns for the same arguments: the known answer when checking what a model learned.
@@ -363,6 +371,6 @@ def regime_schedule(
     A categorical Series named ``"regime"`` on the same index. All timeframes of a symbol share
     the schedule, which changes only on 4-hour session boundaries.
     """
-    frame, regimes = _window(symbol, timeframe, start, end, seed)
+    frame, regimes = _window(symbol, timeframe, start, end, seed, calendar)
     values = pd.Categorical.from_codes(regimes.astype(np.int64), categories=list(REGIMES))
     return pd.Series(values, index=frame.index.copy(), name="regime")

@@ -37,11 +37,11 @@ from session_learning.domain import synthetic
 from session_learning.domain.bars import (
     BarDataError,
     BarReport,
-    Calendar,
     bars_in_window,
     to_utc,
     validate_bars,
 )
+from session_learning.domain.calendars import TradingCalendar, calendar_for
 from session_learning.domain.models import BAR_COLUMNS, ModelKey
 
 
@@ -55,6 +55,17 @@ class MarketDataUnavailableError(MarketDataError):
 
 class MarketDataResource(dg.ConfigurableResource, ABC):
     """Where bars come from. Subclasses implement ``bars``."""
+
+    calendars: dict[str, str] = Field(
+        default_factory=dict,
+        description="Trading calendar per symbol, overriding the defaults (FX CMEGlobex_FX, "
+        "metals CMEGlobex_Metals, crypto 24/7, others 24/5): a pandas_market_calendars name "
+        "such as XNYS; '*' applies to every symbol not listed.",
+    )
+
+    def calendar(self, key: ModelKey) -> TradingCalendar:
+        """The trading calendar of ``key``'s symbol: gaps, staleness and synthetic bars follow it."""
+        return calendar_for(key.symbol, self.calendars)
 
     @abstractmethod
     def bars(self, key: ModelKey, start: datetime, end: datetime) -> pd.DataFrame:
@@ -71,7 +82,9 @@ class SyntheticMarketDataResource(MarketDataResource):
     seed: int = Field(default=7, description="Seed of the generator; same seed, same bars.")
 
     def bars(self, key: ModelKey, start: datetime, end: datetime) -> pd.DataFrame:
-        return synthetic.generate_bars(key.symbol, key.timeframe, start, end, seed=self.seed)
+        return synthetic.generate_bars(
+            key.symbol, key.timeframe, start, end, seed=self.seed, calendar=self.calendar(key)
+        )
 
 
 class ValidatedMarketDataResource(MarketDataResource):
@@ -81,11 +94,6 @@ class ValidatedMarketDataResource(MarketDataResource):
     the window, validates it with repairs and returns the ``BarReport``.
     """
 
-    calendar: Calendar = Field(
-        default="24/5",
-        description="Trading calendar for gaps and staleness: '24/5' (Mon-Fri UTC, weekends "
-        "empty; FX and metals) or '24/7' (crypto).",
-    )
     max_gap_hours: float | None = Field(
         default=24.0,
         description="Longest run of missing bars, in trading hours, before loading fails; "
@@ -122,7 +130,7 @@ class ValidatedMarketDataResource(MarketDataResource):
             now=min(now, end_utc),
             max_staleness=_hours_or_none(self.max_staleness_hours),
             repair=True,
-            calendar=self.calendar,
+            calendar=self.calendar(key),
             max_gap=_hours_or_none(self.max_gap_hours_of(key)),
         )
 

@@ -18,7 +18,7 @@ from session_learning.cli import main
 from session_learning.resources.registry import RegistryError
 from tests.assets.conftest import EURUSD, PERMISSIVE, S1, S2, S3, losers_in
 from tests.builders import frame, many
-from tests.judgements import redeploy_with_rule
+from tests.judgements import deploy_losing_variant, redeploy_with_rule
 
 
 def production_files(registry_root: Path) -> dict[str, bytes]:
@@ -45,7 +45,7 @@ def test_first_passing_candidate_is_deployed(deployed):
     checks = {
         c.check_name: c
         for c in result.get_asset_check_evaluations()
-        if c.asset_key.path[0] == "EURUSD_30T"
+        if c.asset_key.path == ["EURUSD_30T", "candidate_model"]
     }
     assert set(checks) == {
         "profit_factor_above_threshold",
@@ -326,6 +326,7 @@ def test_backfill_of_deployed_model_alone_deploys_nothing_new(rejected):
 
 def test_deploying_a_candidate_judged_against_a_replaced_production_fails(deployed):
     p, _ = deployed
+    deploy_losing_variant(p.registry, EURUSD)  # so that the S3 candidate beats production
     p.journal.add_trades(frame(losers_in(16)))
     upstream = ["session_trades", "problem_report", "EURUSD_30T/weighted_training_set"]
     judged = p.run(S3, assets=[*upstream, "EURUSD_30T/candidate_model"])

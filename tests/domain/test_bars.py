@@ -224,20 +224,27 @@ def test_short_gap_is_recorded_not_an_error():
 def test_gap_longer_than_max_gap_is_an_error():
     times = grid(n=48 * 3)
     times = times[:10] + times[10 + 49 :]  # 49 bars = 24.5 h missing
-    err = error(bars(times))
+    err = error(bars(times), calendar="24/5")
     assert err.kind == "gap" and err.first == times[9] + KEY.bar
     assert "longer than max_gap 24h" in str(err) and "49 bars" in str(err)
     assert (
-        validate_bars(bars(times), KEY, max_gap=pd.Timedelta(hours=25)).gaps[0].missing_bars == 49
+        validate_bars(bars(times), KEY, max_gap=pd.Timedelta(hours=25), calendar="24/5")
+        .gaps[0]
+        .missing_bars
+        == 49
     )
-    assert validate_bars(bars(times), KEY, max_gap=None).missing_bars == 49
+    assert validate_bars(bars(times), KEY, max_gap=None, calendar="24/5").missing_bars == 49
+    # On EURUSD's own calendar the daily break (22:00-23:00 UTC in winter) is closed: the same
+    # hole is 47 missing bars and 23.5 hours of trading time, within max_gap.
+    (gap,) = validate_bars(bars([t for t in times if t.hour != 22]), KEY).gaps
+    assert gap.missing_bars == 47 and gap.length == pd.Timedelta(hours=23.5)
 
 
 def test_weekend_is_not_a_gap_under_24_5_but_is_under_24_7():
     friday = pd.Timestamp("2024-01-12 20:00", tz="UTC")
     times = grid(friday, n=8) + grid(pd.Timestamp("2024-01-15", tz="UTC"), n=4)
     times = [t for t in times if t.day_of_week < 5]
-    report = validate_bars(bars(times), KEY)
+    report = validate_bars(bars(times), KEY, calendar="24/5")
     assert report.gaps == ()
     err = error(bars(times), calendar="24/7")
     assert err.kind == "gap" and err.first == pd.Timestamp("2024-01-13", tz="UTC")
@@ -246,21 +253,30 @@ def test_weekend_is_not_a_gap_under_24_5_but_is_under_24_7():
 def test_gap_across_the_weekend_counts_trading_time_only():
     # Friday 20:00 .. Monday 04:00 missing: 8 trading hours, not 56 wall-clock hours.
     times = [pd.Timestamp("2024-01-12 19:30", tz="UTC"), pd.Timestamp("2024-01-15 04:00", tz="UTC")]
-    (gap,) = validate_bars(bars(times), KEY).gaps
+    (gap,) = validate_bars(bars(times), KEY, calendar="24/5").gaps
     assert gap.length == pd.Timedelta(hours=8) and gap.missing_bars == 16
+    # CME Globex FX: Friday 20:00-22:00 and Sunday 23:00-Monday 04:00 are open, 7 hours.
+    (gap,) = validate_bars(bars(times), KEY).gaps
+    assert gap.length == pd.Timedelta(hours=7) and gap.missing_bars == 14
 
 
 def test_weekend_bars_are_kept_with_a_warning():
     sunday = pd.Timestamp("2024-01-14 22:00", tz="UTC")
     times = grid(sunday, n=8)
-    report = validate_bars(bars(times), KEY)
+    report = validate_bars(bars(times), KEY, calendar="24/5")
     assert len(report.bars) == 8
-    assert report.warnings[0].startswith("4 bars open on a weekend (first at 2024-01-14T22:00")
+    assert report.warnings[0].startswith(
+        "4 bars open while the 24/5 calendar is closed (first at 2024-01-14T22:00:00+00:00, a Sunday)"
+    )
+    # CME Globex FX opens on Sunday at 23:00 UTC in winter: only the 22:00 and 22:30 bars are
+    # outside it.
+    report = validate_bars(bars(times), KEY)
+    assert report.warnings[0].startswith("2 bars open while the CMEGlobex_FX calendar is closed")
 
 
 def test_unknown_calendar():
-    with pytest.raises(ValueError, match="unknown calendar"):
-        validate_bars(bars(grid()), KEY, calendar="24/6")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown trading calendar '24/6'"):
+        validate_bars(bars(grid()), KEY, calendar="24/6")
 
 
 def test_trading_time_and_expected_times():
@@ -287,7 +303,9 @@ def test_stale_data_is_an_error():
 def test_weekend_does_not_make_data_stale_under_24_5():
     friday_close = grid(pd.Timestamp("2024-01-12 23:30", tz="UTC"), n=1)
     sunday = pd.Timestamp("2024-01-14 23:00", tz="UTC")
-    validate_bars(bars(friday_close), KEY, now=sunday, max_staleness=pd.Timedelta(hours=1))
+    validate_bars(
+        bars(friday_close), KEY, now=sunday, max_staleness=pd.Timedelta(hours=1), calendar="24/5"
+    )
     err = error(
         bars(friday_close), now=sunday, max_staleness=pd.Timedelta(hours=1), calendar="24/7"
     )

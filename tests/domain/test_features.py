@@ -119,7 +119,7 @@ def test_features_of_a_prefix_equal_the_prefix_of_features(cut):
 
 
 def test_building_fifty_thousand_bars_is_fast():
-    bars = generate_bars("EURUSD", "5T", "2024-01-01", "2024-09-01").iloc[:50_000]
+    bars = generate_bars("EURUSD", "5T", "2024-01-01", "2024-10-01").iloc[:50_000]
     assert len(bars) == 50_000
     build_features(bars)  # warm caches and imports
     started = time.perf_counter()

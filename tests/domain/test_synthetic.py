@@ -20,6 +20,7 @@ from session_learning.domain.backtest import (
     run_backtest,
     signals_from_probabilities,
 )
+from session_learning.domain.calendars import calendar_for, get_calendar
 from session_learning.domain.features import atr, build_features
 from session_learning.domain.labels import triple_barrier_labels
 from session_learning.domain.models import BAR_COLUMNS, TIMEFRAMES
@@ -39,7 +40,7 @@ YEAR_END = "2025-01-01"
 
 @pytest.mark.parametrize("timeframe", list(TIMEFRAMES))
 @pytest.mark.parametrize("symbol", ["EURUSD", "GBPUSD", "XAUUSD", "ZZZ1"])
-def test_bars_are_valid_ohlcv_on_a_weekday_grid(symbol, timeframe):
+def test_bars_are_valid_ohlcv_on_the_symbols_calendar(symbol, timeframe):
     bars = generate_bars(symbol, timeframe, "2024-01-01", "2024-04-01")
     bar = TIMEFRAMES[timeframe]
     assert list(bars.columns) == list(BAR_COLUMNS)
@@ -53,14 +54,30 @@ def test_bars_are_valid_ohlcv_on_a_weekday_grid(symbol, timeframe):
     assert (bars[["open", "high", "low", "close"]] > 0).all().all()
     assert (bars["volume"] > 0).all()
     assert ((bars.index - bars.index.normalize()) % bar == pd.Timedelta(0)).all()
-    assert set(bars.index.day_of_week) == {0, 1, 2, 3, 4}
-    # 24/5: every weekday bar is there, and nothing else.
-    weekdays = pd.date_range("2024-01-01", "2024-04-01", freq=bar, inclusive="left", tz="UTC")
-    assert bars.index.equals(weekdays[weekdays.day_of_week < 5].rename("time"))
+    # Every bar the symbol's calendar expects is there, and nothing else.
+    calendar = calendar_for(symbol)
+    expected = calendar.expected_bar_times("2024-01-01", pd.Timestamp("2024-04-01") - bar, bar)
+    assert bars.index.equals(expected.rename("time"))
+    assert not (bars.index.day_of_week == 5).any()  # Saturday is closed on every one of them
+    if symbol == "ZZZ1":  # unknown symbols fall back to 24/5: every weekday bar, Monday to Friday
+        weekdays = pd.date_range("2024-01-01", "2024-04-01", freq=bar, inclusive="left", tz="UTC")
+        assert bars.index.equals(weekdays[weekdays.day_of_week < 5].rename("time"))
+    else:  # CME Globex: New Year's Day is closed and the week opens on Sunday evening
+        assert not bars.index[bars.index + bar <= "2024-01-01 23:00"].size
+        assert (bars.index.day_of_week == 6).any()
 
 
-def test_the_week_continues_from_friday_close_to_monday_open():
-    bars = generate_bars("EURUSD", "30T", "2024-01-05 23:00", "2024-01-08 01:00")
+def test_the_week_continues_from_friday_close_to_sunday_open():
+    bars = generate_bars("EURUSD", "30T", "2024-01-05 21:00", "2024-01-08 00:00")
+    assert list(bars.index.strftime("%a %H:%M")) == [
+        "Fri 21:00",
+        "Fri 21:30",
+        "Sun 23:00",
+        "Sun 23:30",
+    ]
+    assert bars["open"].iloc[2] == bars["close"].iloc[1]
+    # On the 24/5 fallback the week runs from Monday 00:00 to Friday 24:00 UTC.
+    bars = generate_bars("EURUSD", "30T", "2024-01-05 23:00", "2024-01-08 01:00", calendar="24/5")
     assert list(bars.index.strftime("%a %H:%M")) == [
         "Fri 23:00",
         "Fri 23:30",
@@ -68,6 +85,38 @@ def test_the_week_continues_from_friday_close_to_monday_open():
         "Mon 00:30",
     ]
     assert bars["open"].iloc[2] == bars["close"].iloc[1]
+
+
+def test_bars_follow_summer_time_the_daily_break_and_the_holidays():
+    # CME Globex FX opens on Sunday at 17:00 Chicago time: 23:00 UTC in winter, 22:00 in summer.
+    winter = generate_bars("EURUSD", "1H", "2024-03-03", "2024-03-04")
+    summer = generate_bars("EURUSD", "1H", "2024-03-10", "2024-03-11")
+    assert winter.index[0].hour == 23 and summer.index[0].hour == 22
+    # The daily break (16:00-17:00 Chicago) has no bar.
+    tuesday = generate_bars("EURUSD", "1H", "2024-03-05", "2024-03-06")
+    assert 22 not in set(tuesday.index.hour) and len(tuesday) == 23
+    # Christmas Day and New Year's Day are closed; for FX Christmas Eve closes early (12:15
+    # Chicago), as the library's CME schedule says.
+    gold = generate_bars("XAUUSD", "15T", "2024-12-24", "2025-01-03")
+    assert gold.loc["2024-12-24 22:00":"2024-12-25 22:45"].empty
+    assert gold.loc["2025-01-01 00:00":"2025-01-01 22:45"].empty
+    assert len(gold.loc["2024-12-26"]) == 23 * 4
+    euro = generate_bars("EURUSD", "15T", "2024-12-24", "2024-12-27")
+    assert euro.loc["2024-12-24 18:15":"2024-12-25 22:45"].empty
+    assert euro.loc["2024-12-24"].index[-1] == pd.Timestamp("2024-12-24 18:00", tz="UTC")
+
+
+def test_any_calendar_can_be_chosen():
+    nyse = generate_bars("SPY", "1H", "2024-01-08", "2024-01-13", calendar="XNYS")
+    # 14:30-21:00 UTC: the 14:00 bar holds the first half hour, the 20:00 bar the last hour.
+    assert sorted(set(nyse.index.hour)) == [14, 15, 16, 17, 18, 19, 20]
+    assert len(nyse) == 5 * 7
+    crypto = generate_bars("BTCUSD", "4H", "2024-01-06", "2024-01-08")
+    assert len(crypto) == 12  # 24/7: the weekend trades
+    expected = get_calendar("XNYS").expected_bar_times(
+        "2024-01-08", "2024-01-12 23:00", pd.Timedelta(hours=1)
+    )
+    assert nyse.index.equals(expected.rename("time"))
 
 
 # --- determinism and range consistency ---------------------------------------------------
@@ -137,11 +186,11 @@ def test_time_arguments_may_be_strings_naive_or_in_another_zone():
     pd.testing.assert_frame_equal(
         utc, generate_bars("EURUSD", "1H", in_tokyo, in_tokyo + pd.Timedelta(days=1))
     )
-    assert len(utc) == 24
+    assert len(utc) == 23  # a day less the daily break
 
 
 def test_empty_and_invalid_ranges():
-    empty = generate_bars("EURUSD", "30T", "2024-01-06", "2024-01-08")  # a weekend
+    empty = generate_bars("EURUSD", "30T", "2024-01-06", "2024-01-07 22:00")  # a weekend
     assert empty.empty and list(empty.columns) == list(BAR_COLUMNS)
     assert generate_bars("EURUSD", "30T", "2024-02-01", "2024-01-01").empty
     with pytest.raises(ValueError, match="begin at 2024-01-01"):
@@ -153,7 +202,7 @@ def test_empty_and_invalid_ranges():
 def test_symbols_timeframes_and_seeds_give_different_paths():
     def closes(symbol: str, timeframe: str, seed: int = 7) -> np.ndarray:
         bars = generate_bars(symbol, timeframe, "2024-01-02", "2024-01-03", seed=seed)
-        return np.log(bars["close"].to_numpy()[:48]).round(12)
+        return np.log(bars["close"].to_numpy()[:40]).round(12)
 
     reference = np.diff(closes("EURUSD", "30T"))
     for other in (("GBPUSD", "30T"), ("EURUSD", "15T"), ("EURUSD", "30T", 8), ("ABC", "30T")):
@@ -199,14 +248,22 @@ def test_the_regime_schedule_is_shared_by_timeframes_and_switches_on_sessions():
     coarse = regime_schedule("EURUSD", "4H", EPOCH, YEAR_END)
     assert list(fine.cat.categories) == list(REGIMES)
     assert fine.name == "regime"
-    assert (fine.loc[coarse.index].to_numpy() == coarse.to_numpy()).all()
-    changes = fine.index[fine.ne(fine.shift()).to_numpy()][1:]
+    by_block = fine.groupby(fine.index.floor("4h"), observed=True).agg(["first", "last"])
+    assert (by_block["first"] == by_block["last"]).all()  # one regime per 4-hour block
+    assert (by_block["first"].loc[coarse.index].to_numpy() == coarse.to_numpy()).all()
+    changed = fine.ne(fine.shift()).to_numpy()
+    changes = fine.index[changed][1:]
     assert len(changes) > 20
-    assert ((changes.hour % 4 == 0) & (changes.minute == 0)).all()
+    # Regimes change only where a 4-hour block begins: the first bar of its block, which is
+    # 23:00 or 22:00 UTC when the block holds the Sunday open.
+    block = pd.Series(fine.index.floor("4h"), index=fine.index)
+    assert (block.ne(block.shift()).to_numpy()[changed]).all()
     assert set(fine.unique()) == set(REGIMES)
-    # Days to weeks: runs of trend and range last 2..12 trading days, bursts 0.5..3.
+    # Days to weeks: runs of trend and range last 2..12 trading days, bursts 0.5..3 (counted
+    # in the 4-hour blocks in which the market trades, six to a day).
     runs = fine.groupby(fine.ne(fine.shift()).cumsum(), observed=True)
-    lengths = pd.DataFrame({"regime": runs.first(), "days": runs.size() / 96})
+    blocks = block.groupby(fine.ne(fine.shift()).cumsum().to_numpy()).nunique()
+    lengths = pd.DataFrame({"regime": runs.first(), "days": blocks.to_numpy() / 6})
     inner = lengths.iloc[1:-1]
     calm = inner[inner["regime"] != "burst"]["days"]
     assert calm.between(2, 12).all()

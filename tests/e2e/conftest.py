@@ -121,9 +121,10 @@ def _seed(env: dict[str, str]) -> tuple[str, str]:
     """Materialize a passing and a failing session into the instance at env's DAGSTER_HOME."""
     import dagster as dg
 
-    from tests.assets.conftest import losers_in
+    from tests.assets.conftest import EURUSD, losers_in
     from tests.builders import frame
     from tests.e2e.ui_app import build_ui_definitions
+    from tests.judgements import deploy_losing_variant
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
@@ -137,12 +138,14 @@ def _seed(env: dict[str, str]) -> tuple[str, str]:
                 partition_key=PASSING_SESSION, instance=instance, raise_on_error=False
             )
             assert passing.success, "the permissive session should deploy its candidate"
+            # The failing session's candidate then beats production: it fails one gate only.
+            deploy_losing_variant(permissive.resources["registry"].registry(), EURUSD)
             strict = build_ui_definitions(env, min_profit_factor=1000.0)
             failing = strict.resolve_job_def("session_learning_job").execute_in_process(
                 partition_key=FAILING_SESSION, instance=instance, raise_on_error=False
             )
             failed = {c.check_name for c in failing.get_asset_check_evaluations() if not c.passed}
-            assert not failing.success and "profit_factor_above_threshold" in failed
+            assert not failing.success and failed == {"profit_factor_above_threshold"}
     return passing.run_id, failing.run_id
 
 

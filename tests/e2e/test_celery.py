@@ -511,10 +511,17 @@ def test_two_runs_promoting_one_model_cannot_both_succeed(cluster: Cluster):
 def test_a_worker_killed_while_training_leaves_production_unchanged(
     cluster: Cluster, first_session: Run
 ):
+    from tests.judgements import deploy_losing_variant
+
     home = Path(cluster.env["SESSION_LEARNING_HOME"])
     selection = _selection(*COMPARED)
+    assert _production_files(home), "the first story deployed nothing"
+    if not (cluster.twin_home / "models").exists():
+        assert cluster.run_in_process(S1, selection).success
+    # In both homes, so that the re-run's candidate and its twin beat production.
+    for where in (home, cluster.twin_home):
+        deploy_losing_variant(_registry(where), _key(f"{KILLED_SYMBOL}_30T"))
     before = _production_files(home)
-    assert before, "the first story deployed nothing"
     hold = cluster.hold_dir / f"hold-{KILLED_SYMBOL}"
     entered = cluster.hold_dir / f"entered-{KILLED_SYMBOL}"
     hold.write_text("")
@@ -536,8 +543,6 @@ def test_a_worker_killed_while_training_leaves_production_unchanged(
 
     rerun = cluster.run(S2, selection)
     assert rerun.success, cluster.step_failures(rerun.run_id)
-    if not (cluster.twin_home / "models").exists():
-        assert cluster.run_in_process(S1, selection).success
     twin = cluster.run_in_process(S2, selection)
     assert twin.success
     assert _production(home) == _production(cluster.twin_home)

@@ -17,7 +17,12 @@ from catboost import CatBoostClassifier
 from session_learning.domain.models import ModelKey
 from session_learning.resources.registry import ModelRegistry
 from tests.assets.conftest import EURUSD, S1, S2, S3
-from tests.judgements import judge, judge_and_promote
+from tests.judgements import (
+    LOSING_VARIANT_SESSION,
+    deploy_losing_variant,
+    judge,
+    judge_and_promote,
+)
 from tests.reliability.conftest import (
     kill,
     pipeline_at,
@@ -54,6 +59,7 @@ def test_sigkill_while_training_leaves_production_byte_identical_and_rerun_conve
     deployed_home,
 ):
     p = pipeline_at(deployed_home)
+    deploy_losing_variant(p.registry, EURUSD)  # so that the S2 candidate beats production
     registry_before = tree(p.settings.models_dir)
     live = p.registry.production_version(EURUSD)
     # Thousands of iterations keep the candidate training for many seconds: the kill lands in
@@ -76,10 +82,11 @@ def test_sigkill_while_training_leaves_production_byte_identical_and_rerun_conve
     assert rerun.success, rerun
     assert "EURUSD_30T__deployed_model" in succeeded(rerun)
     assert len(_deployments(p.registry, S2)) == 1
-    assert [e["session"] for e in p.registry.history(EURUSD)] == [S1, S2]
+    sessions = [e["session"] for e in p.registry.history(EURUSD)]
+    assert sessions == [S1, LOSING_VARIANT_SESSION, S2]
     _assert_consistent(p.registry)
     again = p.run(S2)  # and a second re-run deploys nothing
-    assert again.success and len(p.registry.history(EURUSD)) == 2
+    assert again.success and len(p.registry.history(EURUSD)) == 3
 
 
 # --- killed in the middle of a promotion ----------------------------------------------------
@@ -161,12 +168,13 @@ def test_sigkill_inside_a_promotion_leaves_one_consistent_version(
 
 def test_two_partitions_promoting_at_once_lose_no_update(deployed_home, tmp_path):
     p = pipeline_at(deployed_home)
+    deploy_losing_variant(p.registry, EURUSD)  # so that both candidates beat production
     # Both candidates are trained and gated here; the two racing runs are the deployments.
     upstream = ["session_trades", "problem_report", "EURUSD_30T/weighted_training_set"]
     for session in (S2, S3):
         prepared = p.run(session, assets=[*upstream, "EURUSD_30T/candidate_model"])
         assert prepared.success
-    assert [e["session"] for e in p.registry.history(EURUSD)] == [S1]
+    assert [e["session"] for e in p.registry.history(EURUSD)] == [S1, LOSING_VARIANT_SESSION]
 
     barrier = tmp_path / "barrier"
     barrier.mkdir()
@@ -182,13 +190,14 @@ def test_two_partitions_promoting_at_once_lose_no_update(deployed_home, tmp_path
     codes = [child.returncode for child in children]
     assert len(list(barrier.glob("*.ready"))) == 2  # both waited, then promoted together
 
-    # Both candidates were judged against the S1 model. Exactly one deployment wins; the other
-    # is refused because production changed since it was judged (compare-and-swap), and says so.
+    # Both candidates were judged against the live variant. Exactly one deployment wins; the
+    # other is refused because production changed since it was judged (compare-and-swap), and
+    # says so.
     assert sorted(codes) == [0, 1], outputs
     refused = outputs[codes.index(1)]
     assert "ProductionChangedError" in refused and "Nothing was changed" in refused
     history = p.registry.history(EURUSD)
-    assert history[0]["session"] == S1 and len(history) == 2
-    assert history[1]["session"] == (S2, S3)[codes.index(0)]
+    assert [e["session"] for e in history[:2]] == [S1, LOSING_VARIANT_SESSION]
+    assert len(history) == 3 and history[2]["session"] == (S2, S3)[codes.index(0)]
     _assert_consistent(p.registry)
-    assert history[0]["live_to"] == history[1]["live_from"] is not None
+    assert history[1]["live_to"] == history[2]["live_from"] is not None

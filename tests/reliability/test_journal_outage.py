@@ -15,7 +15,7 @@ from session_learning.resources.market_data import SyntheticMarketDataResource
 from session_learning.settings import JOURNAL_URL_VAR
 from tests.assets.conftest import EURUSD, S1, S2
 from tests.assets.test_learning_assets import production_files
-from tests.judgements import redeploy_with_rule
+from tests.judgements import LOSING_VARIANT_SESSION, deploy_losing_variant, redeploy_with_rule
 from tests.reliability.conftest import (
     FaultPipeline,
     PostgresCluster,
@@ -102,6 +102,7 @@ def test_postgres_stopped_mid_run_fails_clearly_and_rerun_converges(
     p = _on_postgres(home, pg_cluster.url, monkeypatch)
     seed_journal(p)
     assert p.run(S1).success
+    deploy_losing_variant(p.registry, EURUSD)  # so that the S2 candidate beats production
     before = production_files(p.settings.models_dir)
 
     stopping = StopsPostgresOnFirstRead(
@@ -121,7 +122,8 @@ def test_postgres_stopped_mid_run_fails_clearly_and_rerun_converges(
     pg_cluster.start()
     again = p.run(S2)
     assert again.success
-    assert [e["session"] for e in p.registry.history(EURUSD)] == [S1, S2]
+    sessions = [e["session"] for e in p.registry.history(EURUSD)]
+    assert sessions == [S1, LOSING_VARIANT_SESSION, S2]
 
 
 # --- stopped inside the monitor's write -----------------------------------------------------

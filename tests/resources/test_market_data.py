@@ -50,7 +50,9 @@ def test_synthetic_source_is_deterministic():
     source = SyntheticMarketDataResource(seed=3)
     first = source.bars(KEY, START, END)
     pd.testing.assert_frame_equal(first, source.bars(KEY, START, END))
-    assert len(first) == 5 * 48
+    # CME Globex FX (EURUSD's calendar) from Monday 00:00 to Friday 22:00 UTC, less four
+    # daily breaks of an hour (22:00-23:00 in winter).
+    assert len(first) == 5 * 48 - 4 * 2 - 4
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -91,7 +93,7 @@ def test_window_is_cut_before_validation(tmp_path, week):
     bad.iloc[-1, bad.columns.get_loc("close")] = np.nan
     write_bars(tmp_path, KEY, bad, "parquet")
     report = load(tmp_path, START, START + pd.Timedelta(days=1))
-    assert len(report.bars) == 48 and report.bars.index[-1] < START + pd.Timedelta(days=1)
+    assert len(report.bars) == 46 and report.bars.index[-1] < START + pd.Timedelta(days=1)
 
 
 # --- each kind of bad bar -------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_stale_data_is_an_error(tmp_path, week):
     # A backfill of the same window is judged against the window's end, not the clock.
     source = FileMarketDataResource(directory=str(tmp_path), max_staleness_hours=6)
     report = source.load(KEY, START, "2024-01-11", now=pd.Timestamp("2030-01-01", tz="UTC"))
-    assert len(report.bars) == 3 * 48
+    assert len(report.bars) == 3 * 46  # the daily break 22:00-23:00 UTC has no bars
 
 
 def test_naive_csv_times_are_an_error(tmp_path, week):

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from session_learning.domain.bars import BarDataError
+from session_learning.domain.calendars import calendar_for
 from session_learning.domain.models import ModelKey
 from session_learning.domain.synthetic import generate_bars
 from session_learning.resources.market_data import (
@@ -32,6 +33,8 @@ API_KEY = "pk-SECRET-4f1c9a77e2"
 KEY = ModelKey("EURUSD", "30T")
 START = pd.Timestamp("2024-01-08", tz="UTC")
 END = pd.Timestamp("2024-01-09", tz="UTC")
+# The 30T bars of that Monday on its calendar (CME Globex FX: the day less its daily break).
+DAY_BARS = len(calendar_for(KEY.symbol).expected_bar_times(START, END - KEY.bar, KEY.bar))
 BACKOFF = 0.01
 MAX_REQUESTS = 20  # a runaway client cannot loop forever against the fake server
 
@@ -235,7 +238,7 @@ def test_no_results_is_empty_and_delayed_is_accepted(polygon, source):
     empty = source.load(KEY, START, END)
     assert empty.bars.empty and empty.warnings == ("no bars",)
     polygon.reply(page(bars(), status="DELAYED"))
-    assert len(source.bars(KEY, START, END)) == 48
+    assert len(source.bars(KEY, START, END)) == DAY_BARS
 
 
 def test_key_from_the_environment_in_a_dagster_run(polygon, monkeypatch):
@@ -248,7 +251,7 @@ def test_key_from_the_environment_in_a_dagster_run(polygon, monkeypatch):
 
     resource = PolygonMarketDataResource(api_key=dg.EnvVar("POLYGON_API_KEY"), base_url=polygon.url)
     result = dg.materialize([bar_count], resources={"market_data": resource})
-    assert result.success and result.output_for_node("bar_count") == 48
+    assert result.success and result.output_for_node("bar_count") == DAY_BARS
     assert polygon.headers[0]["Authorization"] == f"Bearer {API_KEY}"
     assert API_KEY not in polygon.requests[0]
     assert API_KEY not in repr(make_source(polygon.url, []))
@@ -284,7 +287,7 @@ def test_rate_limit_honours_retry_after(polygon, source, sleeps, log_lines):
         Reply(limited, status=429),  # no Retry-After: exponential backoff
         page(bars()),
     )
-    assert len(source.bars(KEY, START, END)) == 48
+    assert len(source.bars(KEY, START, END)) == DAY_BARS
     assert sleeps == [2.0, 2 * BACKOFF]
     assert len(polygon.requests) == 3
     assert any(
@@ -303,7 +306,7 @@ def test_retry_after_beyond_the_longest_wait_fails_at_once(polygon, source, slee
 @pytest.mark.parametrize("statuses", [(500,), (503,), (500, 503)])
 def test_server_errors_are_retried_with_backoff(polygon, source, sleeps, statuses):
     polygon.reply(*(Reply(b"<html>oops</html>", status=s) for s in statuses), page(bars()))
-    assert len(source.bars(KEY, START, END)) == 48
+    assert len(source.bars(KEY, START, END)) == DAY_BARS
     assert sleeps == [BACKOFF * 2**i for i in range(len(statuses))]
 
 
@@ -324,7 +327,7 @@ def test_persistent_server_error_fails_after_max_retries(polygon, sleeps):
 def test_slow_response_times_out_then_succeeds(polygon, sleeps):
     source = make_source(polygon.url, sleeps, timeout_seconds=0.2)
     polygon.reply(Reply(hang=True), page(bars()))
-    assert len(source.bars(KEY, START, END)) == 48
+    assert len(source.bars(KEY, START, END)) == DAY_BARS
     assert sleeps == [BACKOFF]
 
 
@@ -359,7 +362,7 @@ def test_a_body_that_is_not_json_is_retried_like_a_server_error(
     polygon, source, sleeps, log_lines, body
 ):
     polygon.reply(Reply(body), Reply(body), page(bars()))
-    assert len(source.bars(KEY, START, END)) == 48
+    assert len(source.bars(KEY, START, END)) == DAY_BARS
     assert sleeps == [BACKOFF, 2 * BACKOFF] and len(polygon.requests) == 3
     assert any("not JSON" in line and "retry 1/3" in line for line in log_lines)
 
@@ -381,11 +384,11 @@ def test_a_body_that_stays_not_json_fails_after_the_retries(polygon, sleeps):
 
 def test_a_page_with_fewer_bars_than_it_announces_fails(polygon, source):
     short = page(bars())
-    short.body["results"] = short.body["results"][:30]  # resultsCount still says 48
+    short.body["results"] = short.body["results"][:30]  # resultsCount still says DAY_BARS
     polygon.reply(short)
     err = failure(lambda: source.bars(KEY, START, END))
     assert type(err) is MarketDataError
-    assert "page 1 announces 48 bars (resultsCount) but holds 30" in str(err)
+    assert f"page 1 announces {DAY_BARS} bars (resultsCount) but holds 30" in str(err)
     assert "cut short" in str(err)
 
 
