@@ -416,6 +416,12 @@ def cluster(tmp_path_factory, redis_url, pg_urls, schema):
         for name, value in env.items():
             mp.setenv(name, value)
         try:
+            # Create the instance's tables once before the workers start: two workers opening an
+            # empty schema at the same moment race on CREATE TYPE/TABLE and one of them dies.
+            import dagster as dg
+
+            with dg.DagsterInstance.get() as instance:
+                instance.get_runs(limit=1)
             workers.start()
             workers.wait_until_ready()
             twin = Cluster(root, env, workers)
