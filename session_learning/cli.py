@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("timeframe")
     enable.add_argument("--reason", default="no reason given", help="recorded with the override")
     enable.set_defaults(func=cmd_enable)
-    from session_learning.replay import add_replay_parser
+    from session_learning.replay.cli import add_replay_parser
 
     add_replay_parser(sub)
     imp = sub.add_parser(

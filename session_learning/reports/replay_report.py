@@ -24,14 +24,10 @@ from session_learning.domain.backtest import compute_metrics, equity_curve
 from session_learning.domain.gates import GATE_NAMES
 from session_learning.domain.stats import paired_bootstrap_expectancy
 from session_learning.partitions import PARTITION_FORMAT
-from session_learning.replay import (
-    ARM_DESCRIPTIONS,
-    ReplayConfig,
-    ReplayResult,
-    SyntheticBars,
-    read_arm,
-    session_regimes,
-)
+from session_learning.replay.arms import read_arm
+from session_learning.replay.bars import SyntheticBars, session_regimes
+from session_learning.replay.config import ARM_DESCRIPTIONS, ReplayConfig
+from session_learning.replay.runner import ReplayResult
 
 CONFIDENCE = 0.95
 BOOTSTRAP_BLOCK = pd.Timedelta("1D")

@@ -1,0 +1,175 @@
+"""The replay's configuration: arms, scenarios' names, defaults and ``ReplayConfig``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from session_learning.domain.analysis import (
+    LearningRules,
+    RetrainPlan,
+)
+from session_learning.domain.backtest import CostModel
+from session_learning.domain.gates import GateThresholds
+from session_learning.domain.learning import (
+    DEFAULT_COSTS,
+    LearningConfig,
+)
+from session_learning.domain.models import ModelKey, timeframe_delta
+
+ARMS = ("static", "periodic", "session_learning", "ungated")
+ARM_DESCRIPTIONS = {
+    "static": "trained once at the start, never retrained",
+    "periodic": "retrained on a fixed cadence with a plain plan, deployed when the gates pass",
+    "session_learning": "plan from the session analysis, deployed when the gates pass",
+    "ungated": "plan from the session analysis, every candidate deployed",
+}
+GATED_ARMS = frozenset({"periodic", "session_learning"})
+SCENARIOS = ("flips",)
+
+DEFAULT_FROM = "2025-01-06"
+DEFAULT_TO = "2025-04-07"
+DEFAULT_SYMBOLS = "EURUSD,GBPUSD,XAUUSD"
+DEFAULT_TIMEFRAMES = "30T"
+DEFAULT_OUT = "var/replay"
+MARKER_FILE = "replay-arm.json"  # marks an arm folder the replay may delete on a re-run
+ARM_FILE = "arm.json"  # written when an arm has finished
+
+
+class ReplayError(ValueError):
+    """The replay cannot run as asked (range, models, output folder, data)."""
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def _utc(value: object, what: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    if stamp is pd.NaT:
+        raise ReplayError(f"{what} is not a time: {value!r}")
+    return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What to replay and with which settings; every number the product uses is here.
+
+    ``start`` / ``end`` are rounded outwards to session boundaries. ``workers`` 0 means one
+    process per arm, at most one per CPU. ``seed`` is the seed of the synthetic bars (and of
+    the report's bootstrap), recorded in the report.
+    """
+
+    models: tuple[ModelKey, ...]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    arms: tuple[str, ...] = ARMS
+    seed: int = 7
+    session_hours: int = 4
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    gates: GateThresholds = field(default_factory=GateThresholds)
+    rules: LearningRules = field(default_factory=LearningRules)
+    costs: Mapping[str, CostModel] = field(default_factory=lambda: dict(DEFAULT_COSTS))
+    workers: int = 0
+    scenario: str | None = None
+    source: str = "synthetic"
+    periodic_every: int = 1  # sessions with bars between the periodic arm's retrains
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ReplayError("no models to replay")
+        if len(set(self.models)) != len(self.models):
+            raise ReplayError("the model list has duplicates")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ReplayError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        if self.periodic_every < 1:
+            raise ReplayError(f"periodic_every must be >= 1, got {self.periodic_every}")
+        if self.session_hours not in (1, 2, 3, 4, 6, 8, 12, 24):
+            raise ReplayError(f"session length must divide a day, got {self.session_hours} hours")
+        hours = pd.Timedelta(hours=self.session_hours)
+        for key in self.models:
+            if hours % timeframe_delta(key.timeframe):
+                raise ReplayError(f"{key}: a {key.timeframe} bar does not divide the session")
+            if key.symbol not in self.costs:
+                raise ReplayError(
+                    f"no costs configured for {key.symbol}; a replay without costs would "
+                    "flatter every arm (known: " + ", ".join(sorted(self.costs)) + ")"
+                )
+        start = _utc(self.start, "start").floor(hours)
+        end = _utc(self.end, "end").ceil(hours)
+        if end <= start:
+            raise ReplayError(f"the range is empty: {start} .. {end}")
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+
+    @property
+    def session_length(self) -> pd.Timedelta:
+        return pd.Timedelta(hours=self.session_hours)
+
+    def sessions(self) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """The ``[start, end)`` windows of every session in the range, oldest first."""
+        starts = pd.date_range(self.start, self.end, freq=self.session_length, inclusive="left")
+        return [(s, s + self.session_length) for s in starts]
+
+    def describe(self) -> dict:
+        """The configuration as plain JSON-able values (shown in the report)."""
+        return {
+            "models": [m.slug for m in self.models],
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "sessions": len(self.sessions()),
+            "session_hours": self.session_hours,
+            "arms": list(self.arms),
+            "periodic_every": self.periodic_every,
+            "seed": self.seed,
+            "source": self.source,
+            "scenario": self.scenario,
+            # The thread count is how the work was spread, not a setting of the result.
+            "learning": {k: v for k, v in asdict(self.learning).items() if k != "thread_count"},
+            "gates": asdict(self.gates),
+            "rules": asdict(self.rules),
+            "costs": {s: asdict(c) for s, c in sorted(self.costs.items()) if s in self.symbols},
+        }
+
+    @classmethod
+    def from_description(cls, data: Mapping) -> ReplayConfig:
+        """The configuration ``describe`` wrote (with the default thread count)."""
+        return cls(
+            models=tuple(ModelKey.parse(m) for m in data["models"]),
+            start=data["start"],
+            end=data["end"],
+            arms=tuple(data["arms"]),
+            seed=data["seed"],
+            session_hours=data["session_hours"],
+            learning=LearningConfig(**data["learning"]),
+            gates=GateThresholds(**data["gates"]),
+            rules=LearningRules(**data["rules"]),
+            costs={s: CostModel(**c) for s, c in data["costs"].items()},
+            periodic_every=data["periodic_every"],
+            scenario=data["scenario"],
+            source=data["source"],
+        )
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted({m.symbol for m in self.models}))
+
+
+def history_span(key: ModelKey, bars_needed: int) -> pd.Timedelta:
+    """Calendar time holding ``bars_needed`` bars on a 24/5 calendar, with slack (as the
+    learning assets load history)."""
+    return key.bar * int(bars_needed * 7 / 5 + 10)
+
+
+def plain_plan(key: ModelKey, rules: LearningRules) -> RetrainPlan:
+    """The periodic arm's plan: retrain with the defaults, nothing learned from the session."""
+    return RetrainPlan(
+        model=key.slug,
+        retrain=True,
+        reasons=("periodic retrain: plain plan",),
+        l2_leaf_reg=rules.base_l2_leaf_reg,
+        depth=rules.base_depth,
+        edge_threshold=rules.base_edge_threshold,
+    )
