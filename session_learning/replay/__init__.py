@@ -45,6 +45,7 @@ The package: ``config`` (arms, ``ReplayConfig``), ``bars`` (bar sources, loading
 nothing here imports it except the command, when it runs.
 """
 
+from session_learning.replay.arena_arm import ARENA_LOG_COLUMNS, ArenaArmReplay
 from session_learning.replay.arms import (
     CANDIDATE_COLUMNS,
     CANDIDATE_TEXT_COLUMNS,
@@ -57,8 +58,10 @@ from session_learning.replay.arms import (
     run_arm,
 )
 from session_learning.replay.bars import (
+    PROCESSES,
     REGIME_LOOKBACK,
     BarSource,
+    ProcessBars,
     SyntheticBars,
     ValidatedBars,
     bar_source,
@@ -83,11 +86,21 @@ from session_learning.replay.runner import ReplayResult, run_replay
 from session_learning.replay.scenarios import (
     FLIPS_MODEL,
     FLIPS_WEEKS,
+    SCENARIO_CONFIGS,
+    clones_scenario,
     first_clean_flip,
     flips_scenario,
+    null_scenario,
 )
 
 __all__ = [
+    "ARENA_LOG_COLUMNS",
+    "PROCESSES",
+    "SCENARIO_CONFIGS",
+    "ArenaArmReplay",
+    "ProcessBars",
+    "clones_scenario",
+    "null_scenario",
     "ARM_DESCRIPTIONS",
     "ARM_FILE",
     "ARMS",

@@ -18,9 +18,10 @@ from session_learning.domain.analysis import (
 )
 from session_learning.domain.backtest import CostModel, run_backtest, signals_from_probabilities
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
-from session_learning.domain.gates import judge
+from session_learning.domain.gates import Judgement, judge
 from session_learning.domain.learning import (
     BarrierTargets,
+    LearningConfig,
     LearningError,
     TradingRule,
     build_training_set,
@@ -31,7 +32,13 @@ from session_learning.domain.learning import (
 from session_learning.domain.models import TRADE_COLUMNS, ModelKey
 from session_learning.domain.trades import QUARANTINE_COLUMN, valid_trades, validate_trades
 from session_learning.partitions import PARTITION_FORMAT
-from session_learning.replay.config import ARM_FILE, ReplayConfig, history_span, plain_plan
+from session_learning.replay.config import (
+    ARENA_FILE,
+    ARM_FILE,
+    ReplayConfig,
+    history_span,
+    plain_plan,
+)
 from session_learning.resources.journal import TradeJournal
 from session_learning.resources.registry import ModelRegistry
 
@@ -68,6 +75,17 @@ class _ModelState:
     busy_until: int = 0  # first bar row a new position may be decided on
 
 
+@dataclass
+class Trained:
+    """A trained and judged candidate (not stored yet); ``record`` is its candidate-log row."""
+
+    candidate: object  # learning.Candidate
+    info: dict
+    judgement: Judgement
+    record: dict
+    learning: LearningConfig
+
+
 @dataclass(frozen=True)
 class ArmTask:
     """Everything one arm's process needs (picklable: sent to a spawned worker)."""
@@ -90,6 +108,9 @@ class ArmRun:
     open_at_end: int
     quarantined: int
     initial_cpu_seconds: float = 0.0  # the initial training at the range's start
+    arena: pd.DataFrame | None = None  # the arena arm's log (``ARENA_LOG_COLUMNS``)
+    promotions: int = 0  # deployments in the arm's registry (promotions and rollbacks)
+    unjudged_promotions: int = 0  # of those, versions without a passing judgement record
 
     def save(self, folder: Path, config: ReplayConfig) -> None:
         """Write the run beside the arm's journal and registry; ``arm.json`` goes last and
@@ -99,12 +120,16 @@ class ArmRun:
         )
         self.candidates.to_csv(folder / "candidates.csv", index=False)
         self.sessions.to_csv(folder / "sessions.csv", index=False)
+        if self.arena is not None:
+            self.arena.to_csv(folder / ARENA_FILE, index=False)
         done = {
             "arm": self.arm,
             "config": config.describe(),
             "open_at_end": self.open_at_end,
             "quarantined": self.quarantined,
             "initial_cpu_seconds": self.initial_cpu_seconds,
+            "promotions": self.promotions,
+            "unjudged_promotions": self.unjudged_promotions,
         }
         (folder / ARM_FILE).write_text(json.dumps(done, indent=2) + "\n")
 
@@ -129,6 +154,17 @@ def read_arm(folder: Path) -> ArmRun:
         done["open_at_end"],
         done["quarantined"],
         done["initial_cpu_seconds"],
+        pd.read_csv(
+            folder / ARENA_FILE,
+            keep_default_na=False,
+            na_values={
+                c: [""] for c in ("statistic", "threshold", "e_vs_champion", "e_vs_flat", "marks_r")
+            },
+        )
+        if (folder / ARENA_FILE).exists()
+        else None,
+        done.get("promotions", 0),
+        done.get("unjudged_promotions", 0),
     )
 
 
@@ -198,23 +234,15 @@ class _ArmReplay:
         first_start = sessions[0][0]
         # Initial training at the range's start, from an empty session before it.
         cpu = time.process_time()
-        self._learn(first_start - self.config.session_length, first_start, None, initial=True)
+        self._initial(first_start)
         initial_cpu = time.process_time() - cpu
         for number, (start, end) in enumerate(sessions):
             wall, cpu = time.perf_counter(), time.process_time()
             trained_before = len(self.candidates)
             has_bars = self._trade(start, end)
             session_trades = self._journal_session(start, end)
-            triggered = None
             last = number == len(sessions) - 1
-            # Nothing to learn from a session without bars or trades; the last session's
-            # candidate would never trade.
-            if (
-                not last
-                and self.arm != "static"
-                and (any(has_bars.values()) or len(session_trades))
-            ):
-                triggered = self._learn(start, end, session_trades, has_bars=has_bars)
+            triggered = self._session_end(start, end, session_trades, has_bars, last)
             self.timing.append(
                 {
                     "session": start.strftime(PARTITION_FORMAT),
@@ -235,10 +263,45 @@ class _ArmReplay:
             open_at_end=len(self.pending),
             quarantined=self.quarantined,
             initial_cpu_seconds=initial_cpu,
+            arena=self._arena_log(),
+            **self._audit(),
         )
         # Saved by the worker itself: a finished arm survives its parent being stopped.
         run.save(self.task.folder, self.config)
         return run
+
+    def _initial(self, first_start: pd.Timestamp) -> None:
+        """The initial training at the range's start, from an empty session before it."""
+        self._learn(first_start - self.config.session_length, first_start, None, initial=True)
+
+    def _session_end(
+        self,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        session_trades: pd.DataFrame,
+        has_bars: Mapping[str, bool],
+        last: bool,
+    ) -> bool | None:
+        """What the arm does at a session's end; returns whether learning triggered."""
+        # Nothing to learn from a session without bars or trades; the last session's
+        # candidate would never trade.
+        if not last and self.arm != "static" and (any(has_bars.values()) or len(session_trades)):
+            return self._learn(start, end, session_trades, has_bars=has_bars)
+        return None
+
+    def _arena_log(self) -> pd.DataFrame | None:
+        return None
+
+    def _audit(self) -> dict[str, int]:
+        """Every deployment in the arm's registry, and how many went live without a passing
+        judgement record (the registry refuses them; this counts what it let through)."""
+        promotions = unjudged = 0
+        for key in self.config.models:
+            for entry in self.registry.history(key):
+                promotions += 1
+                if self.registry.promotion_refusal(key, entry["version"]) is not None:
+                    unjudged += 1
+        return {"promotions": promotions, "unjudged_promotions": unjudged}
 
     # -- trading ---------------------------------------------------------------------------
 
@@ -333,10 +396,55 @@ class _ArmReplay:
         session: str,
         initial: bool,
     ) -> None:
-        key, learning = state.key, self.config.learning
+        trained = self._train(state, plan, start, end, session_trades, session)
+        if trained is None:
+            return
+        key, record, judgement = state.key, trained.record, trained.judgement
+        passed = judgement.passed
+        deploy = passed or self.arm == "ungated" or (self.arm == "static" and initial)
+        if deploy:
+            version = self._save(state, trained, session, end)
+            self.registry.record_judgement(key, version, judgement.to_record())
+            if passed and self.arm != "ungated":
+                self.registry.promote(
+                    key, version, reason="passed every gate", session=session, now=end
+                )
+                state.production = self.registry.production(key)
+            else:
+                # The ungated arm (and the static arm's first model) trade whatever was trained:
+                # a counterfactual the registry does not allow, so the arm holds that model
+                # itself and the registry's production pointer never names it.
+                state.production = self.registry.load(key, version)
+            record.update(deployed=True, version=version)
+
+    def _save(self, state: _ModelState, trained: Trained, session: str, end: pd.Timestamp) -> str:
+        """Store a trained candidate in the arm's registry (not live); returns its version."""
+        live = state.production[1]["version"] if state.production else None
+        card = trained.candidate.card(trained.info, session, live)
+        card.update(replay_arm=self.arm)
+        return self.registry.save_candidate(state.key, trained.candidate.model, card, end)
+
+    def _train(
+        self,
+        state: _ModelState,
+        plan: RetrainPlan,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        session_trades: pd.DataFrame,
+        session: str,
+        learning: LearningConfig | None = None,
+        judged_at: pd.Timestamp | None = None,
+    ) -> Trained | None:
+        """Train a candidate at the end of ``[start, end)`` and judge it against the live model;
+        its row is appended to the candidate log (None when it could not be trained).
+        ``learning`` replaces the arm's settings (a recency-weighted or reseeded candidate);
+        ``judged_at`` is when it is judged, if later than ``end`` (a clone of an older one)."""
+        key = state.key
+        learning = learning or self.config.learning
+        judged_at = end if judged_at is None else judged_at
         record: dict = {
             "session": session,
-            "time": end.isoformat(),
+            "time": judged_at.isoformat(),
             "model": key.slug,
             "reasons": "; ".join(plan.reasons),
             "deployed": False,
@@ -366,7 +474,7 @@ class _ArmReplay:
             candidate = train_candidate(frame, info, learning, state.costs, key.bar)
         except LearningError as exc:
             self.candidates.append({**record, "error": str(exc)})
-            return
+            return None
         production_result = evaluate_production(state.production, frame, state.costs, key.bar)
         live = state.production[1]["version"] if state.production else None
         judgement = judge(
@@ -377,7 +485,7 @@ class _ArmReplay:
             self.config.gates,
             baseline_version=live,
             partition=session,
-            judged_at=end.isoformat(),
+            judged_at=judged_at.isoformat(),
         )
         gates, passed = judgement.gates, judgement.passed
         m = candidate.result.metrics
@@ -394,24 +502,8 @@ class _ArmReplay:
             passed=passed,
             failed_gates=",".join(g.name for g in gates if not g.passed),
         )
-        deploy = passed or self.arm == "ungated" or (self.arm == "static" and initial)
-        if deploy:
-            card = candidate.card(info, session, live)
-            card.update(replay_arm=self.arm)
-            version = self.registry.save_candidate(key, candidate.model, card, end)
-            self.registry.record_judgement(key, version, judgement.to_record())
-            if passed and self.arm != "ungated":
-                self.registry.promote(
-                    key, version, reason="passed every gate", session=session, now=end
-                )
-                state.production = self.registry.production(key)
-            else:
-                # The ungated arm (and the static arm's first model) trade whatever was trained:
-                # a counterfactual the registry does not allow, so the arm holds that model
-                # itself and the registry's production pointer never names it.
-                state.production = self.registry.load(key, version)
-            record.update(deployed=True, version=version)
         self.candidates.append(record)
+        return Trained(candidate, info, judgement, record, learning)
 
 
 def _session_trades(state: _ModelState, first: int, stop: int) -> list[dict]:
@@ -474,6 +566,15 @@ def _frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(columns))
 
 
+def arm_replay(task: ArmTask) -> _ArmReplay:
+    """The walk of ``task``'s arm: the arena for ``session_learning``, else the plain loop."""
+    if task.arm == "session_learning":
+        from session_learning.replay.arena_arm import ArenaArmReplay
+
+        return ArenaArmReplay(task)
+    return _ArmReplay(task)
+
+
 def run_arm(task: ArmTask, progress_queue: object | None = None) -> ArmRun:
     """Replay one arm (the process entry point; spawn-safe: a top-level function)."""
 
@@ -481,4 +582,4 @@ def run_arm(task: ArmTask, progress_queue: object | None = None) -> ArmRun:
         if progress_queue is not None:
             progress_queue.put((task.arm, n))
 
-    return _ArmReplay(task).run(progress)
+    return arm_replay(task).run(progress)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from session_learning.domain import synthetic
@@ -46,6 +48,77 @@ class SyntheticBars:
         )
 
 
+@dataclass(frozen=True)
+class ProcessBars:
+    """Bars of a known random process on the synthetic generator's 24/5 calendar, as a
+    ``bars(key, start, end)`` callable; deterministic per (seed, symbol, timeframe), generated
+    forward from ``synthetic.EPOCH`` so that a sub-range is a slice of a longer one.
+
+    ``process``: ``"null"``, a Gaussian random walk (no learnable structure: no model can beat
+    costs on it, so every promotion is false); ``"stationary"``, one persistent drift that never
+    changes regime (an AR(1) drift with the synthetic trend's persistence, 120 bars, and size,
+    half a bar's volatility; the price level reverts to the profile's over about 2,000 bars,
+    so the costs keep their size against the bars' range): a model trained on it stays as good as it was, so clones of it
+    are equal in distribution and every pause of it is a false alarm. Per-bar volatility is
+    the symbol's daily volatility spread evenly over the day's bars.
+    """
+
+    process: str = "null"
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.process not in PROCESSES:
+            raise ReplayError(f"unknown bar process {self.process!r}; choose from {PROCESSES}")
+
+    def __call__(self, key: ModelKey, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        start = max(pd.Timestamp(start), synthetic.EPOCH)
+        bar = key.bar
+        index = pd.date_range(synthetic.EPOCH, pd.Timestamp(end), freq=bar, inclusive="left")
+        index = index[index.day_of_week < 5]
+        n = len(index)
+        profile = synthetic.symbol_profile(key.symbol)
+        sigma = profile.daily_volatility / np.sqrt(pd.Timedelta(days=1) / bar)
+        tag = zlib.crc32(f"{self.process}/{key.symbol}/{key.timeframe}".encode())
+        rng = np.random.default_rng([self.seed, tag])
+        noise = rng.standard_normal(n)
+        if self.process == "stationary":
+            phi = np.exp(-1.0 / 120.0)
+            shocks = rng.standard_normal(n) * 0.5 * sigma * np.sqrt(1 - phi**2)
+            returns = np.empty(n)
+            level, price = 0.0, 0.0
+            for i in range(n):  # AR(1) recursions; a year of 15-minute bars is 25,000 steps
+                level = phi * level + shocks[i]
+                # The price level reverts slowly (about 2,000 bars) to the profile's, so that
+                # costs keep their size against the bars' range.
+                returns[i] = level + sigma * noise[i] - price / 2000.0
+                price += returns[i]
+        else:
+            returns = sigma * noise
+        close = profile.price * np.exp(np.cumsum(returns))
+        open_ = np.r_[profile.price, close[:-1]]
+        wick = sigma * 0.5 * np.abs(rng.standard_normal((2, n)))
+        high = np.maximum(open_, close) * np.exp(wick[0])
+        low = np.minimum(open_, close) * np.exp(-wick[1])
+        volume = np.full(n, profile.volume_per_hour * (bar / pd.Timedelta(hours=1)))
+        digits = profile.digits
+        frame = pd.DataFrame(
+            {
+                "open": np.round(open_, digits),
+                "high": np.round(high, digits),
+                "low": np.round(low, digits),
+                "close": np.round(close, digits),
+                "volume": volume,
+            },
+            index=index,
+        )
+        frame["high"] = frame[["open", "high", "close"]].max(axis=1)
+        frame["low"] = frame[["open", "low", "close"]].min(axis=1)
+        return frame.loc[frame.index >= start]
+
+
+PROCESSES = ("null", "stationary")
+
+
 def describe_bars(source: object) -> str:
     """What a bar source is, in the report's words: ``synthetic bars (seed 7)``, ``bar files
     in /srv/bars``, ``Polygon.io aggregates``; a market-data resource's bound ``bars`` method
@@ -53,6 +126,9 @@ def describe_bars(source: object) -> str:
     owner = getattr(source, "__self__", source)
     owner = getattr(owner, "resource", owner)  # ValidatedBars wraps a market-data resource
     name = type(owner).__name__
+    if isinstance(owner, ProcessBars):
+        what = "a Gaussian random walk" if owner.process == "null" else "one stationary drift"
+        return f"{owner.process} bars: {what} on the 24/5 calendar (seed {owner.seed})"
     if isinstance(owner, SyntheticBars) or name.startswith("Synthetic"):
         return f"synthetic bars (seed {owner.seed})"
     if getattr(owner, "directory", None) is not None:
@@ -83,11 +159,14 @@ class ValidatedBars:
 
 
 def bar_source(source: str, seed: int) -> BarSource:
-    """The bars ``--source`` names: ``synthetic``, ``files:DIR`` or ``polygon``. Files and
+    """The bars ``--source`` names: ``synthetic``, ``null``, ``stationary`` (``ProcessBars``),
+    ``files:DIR`` or ``polygon``. Files and
     Polygon read the deployment's settings: gap limits from SESSION_LEARNING_SETTINGS, the key
     from POLYGON_API_KEY, address and page size from SESSION_LEARNING_POLYGON_*."""
     if source == "synthetic":
         return SyntheticBars(seed)
+    if source in PROCESSES:
+        return ProcessBars(source, seed)
     from session_learning.resources.market_data import (
         FileMarketDataResource,
         PolygonMarketDataResource,
@@ -108,7 +187,7 @@ def bar_source(source: str, seed: int) -> BarSource:
             api_key=key, **settings.polygon_fields(), **settings.gap_limits()
         )
         return ValidatedBars(resource)
-    raise ReplayError(f"--source {source!r}: use synthetic, files:DIR or polygon")
+    raise ReplayError(f"--source {source!r}: use synthetic, null, stationary, files:DIR or polygon")
 
 
 def load_bars(config: ReplayConfig, bars: BarSource) -> dict[str, pd.DataFrame]:

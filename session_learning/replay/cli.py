@@ -30,7 +30,7 @@ from session_learning.replay.config import (
     ReplayConfig,
 )
 from session_learning.replay.runner import run_replay
-from session_learning.replay.scenarios import flips_scenario
+from session_learning.replay.scenarios import FLIPS_WEEKS, SCENARIO_CONFIGS
 
 # --- command line ----------------------------------------------------------------------------
 
@@ -41,7 +41,8 @@ def _csv(text: str) -> list[str]:
 
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     """The ``ReplayConfig`` of parsed ``replay`` arguments (a scenario gives the defaults)."""
-    base = flips_scenario(args.seed) if args.scenario == "flips" else None
+    weeks = getattr(args, "weeks", None) or FLIPS_WEEKS
+    base = SCENARIO_CONFIGS[args.scenario](args.seed, weeks) if args.scenario else None
     if base is not None and not (args.symbols or args.timeframes):
         models = base.models
     else:
@@ -68,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         workers=args.workers,
         periodic_every=args.periodic_every,
         scenario=args.scenario,
-        source=args.source,
+        source=args.source or (base.source if base is not None else "synthetic"),
     )
 
 
@@ -125,8 +126,9 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
         "--source",
-        default="synthetic",
-        help="where bars come from: synthetic (default), files:DIR (one <SYMBOL>_<TIMEFRAME>.csv "
+        default=None,
+        help="where bars come from: synthetic (default; a scenario names its own), null (a "
+        "random walk), stationary (one persistent drift), files:DIR (one <SYMBOL>_<TIMEFRAME>.csv "
         "or .parquet per model) or polygon (key in POLYGON_API_KEY); validated as in the assets",
     )
     parser.add_argument(
@@ -134,7 +136,15 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         choices=SCENARIOS,
         default=None,
         help="a known-answer scenario: 'flips' replays one model with short windows across "
-        "the synthetic regime flips",
+        "the synthetic regime flips; 'null' the same model on a random walk (every promotion is "
+        "false); 'clones' on a stationary structure with challengers that are reseeded copies "
+        "of the champion (every promotion and every pause is false)",
+    )
+    parser.add_argument(
+        "--weeks",
+        type=int,
+        default=None,
+        help=f"length of a scenario's range in weeks (default {FLIPS_WEEKS}; --to overrides)",
     )
     parser.add_argument(
         "--preset",

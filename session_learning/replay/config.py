@@ -11,7 +11,10 @@ from session_learning.domain.analysis import (
     LearningRules,
     RetrainPlan,
 )
+from session_learning.domain.arena import ArenaSettings
 from session_learning.domain.backtest import CostModel
+from session_learning.domain.drift import DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
+from session_learning.domain.evidence import EvidenceSettings
 from session_learning.domain.gates import GateThresholds
 from session_learning.domain.learning import (
     DEFAULT_COSTS,
@@ -23,11 +26,12 @@ ARMS = ("static", "periodic", "session_learning", "ungated")
 ARM_DESCRIPTIONS = {
     "static": "trained once at the start, never retrained",
     "periodic": "retrained on a fixed cadence with a plain plan, deployed when the gates pass",
-    "session_learning": "plan from the session analysis, deployed when the gates pass",
+    "session_learning": "the arena: a new candidate every session enters as a challenger "
+    "(plan from the session analysis); promoted on forward evidence, paused on a change alarm",
     "ungated": "plan from the session analysis, every candidate deployed",
 }
 GATED_ARMS = frozenset({"periodic", "session_learning"})
-SCENARIOS = ("flips",)
+SCENARIOS = ("flips", "null", "clones")
 
 DEFAULT_FROM = "2025-01-06"
 DEFAULT_TO = "2025-04-07"
@@ -36,6 +40,7 @@ DEFAULT_TIMEFRAMES = "30T"
 DEFAULT_OUT = "var/replay"
 MARKER_FILE = "replay-arm.json"  # marks an arm folder the replay may delete on a re-run
 ARM_FILE = "arm.json"  # written when an arm has finished
+ARENA_FILE = "arena.csv"  # the arena arm's log
 
 
 class ReplayError(ValueError):
@@ -75,6 +80,9 @@ class ReplayConfig:
     scenario: str | None = None
     source: str = "synthetic"
     periodic_every: int = 1  # sessions with bars between the periodic arm's retrains
+    arena: ArenaSettings = field(default_factory=ArenaSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    false_alarms_per_100_sessions: float = DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -123,6 +131,9 @@ class ReplayConfig:
             "session_hours": self.session_hours,
             "arms": list(self.arms),
             "periodic_every": self.periodic_every,
+            "arena": asdict(self.arena),
+            "evidence": asdict(self.evidence),
+            "false_alarms_per_100_sessions": self.false_alarms_per_100_sessions,
             "seed": self.seed,
             "source": self.source,
             "scenario": self.scenario,
@@ -148,6 +159,11 @@ class ReplayConfig:
             rules=LearningRules(**data["rules"]),
             costs={s: CostModel(**c) for s, c in data["costs"].items()},
             periodic_every=data["periodic_every"],
+            arena=ArenaSettings(**data.get("arena", {})),
+            evidence=EvidenceSettings(**data.get("evidence", {})),
+            false_alarms_per_100_sessions=data.get(
+                "false_alarms_per_100_sessions", DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
+            ),
             scenario=data["scenario"],
             source=data["source"],
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction
-from session_learning.replay.arms import ArmRun, ArmTask, _ArmReplay, _completed, read_arm, run_arm
+from session_learning.replay.arms import ArmRun, ArmTask, _completed, arm_replay, read_arm, run_arm
 from session_learning.replay.bars import BarSource, describe_bars, load_bars, session_regimes
 from session_learning.replay.config import MARKER_FILE, ReplayConfig, ReplayError
 
@@ -127,7 +127,7 @@ def run_replay(
             bar.update(len(tasks) * len(config.sessions()))
         elif workers == 1 or len(tasks) < 2:
             for task in tasks:
-                runs[task.arm] = _ArmReplay(task).run(bar.update)
+                runs[task.arm] = arm_replay(task).run(bar.update)
         else:
             runs.update(_run_parallel(tasks, min(workers, len(tasks)), bar))
     finally:

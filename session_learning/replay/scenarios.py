@@ -1,13 +1,16 @@
-"""Known-answer scenarios on synthetic bars."""
+"""Known-answer scenarios: ``flips`` (the structure flips at known times: a model must adapt),
+``null`` (no learnable structure: every promotion is false) and ``clones`` (a stationary
+structure and challengers trained exactly like the champion with other seeds: every promotion
+and every pause is false). All three replay one 15-minute model with short windows."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import (
-    LearningConfig,
-)
+from session_learning.domain.learning import LearningConfig
 from session_learning.domain.models import ModelKey
 from session_learning.replay.bars import SyntheticBars
 from session_learning.replay.config import ReplayConfig, ReplayError
@@ -34,9 +37,7 @@ def flips_scenario(seed: int = 7, weeks: int = FLIPS_WEEKS) -> ReplayConfig:
     sessions, so the static arm's model knows one structure and meets the other right away;
     it runs ``weeks`` weeks from there.
     """
-    learning = LearningConfig(
-        training_bars=800, validation_bars={"15T": 400}, warmup_bars=300, iterations=60
-    )
+    learning = scenario_learning()
     start = first_clean_flip(FLIPS_MODEL, learning, seed, FLIPS_SEARCH_FROM)
     return ReplayConfig(
         models=(FLIPS_MODEL,),
@@ -74,3 +75,40 @@ def first_clean_flip(
         if (before == other).mean() >= FLIPS_PURITY:
             return regimes.index[i]
     raise ReplayError(f"no clean flip of {key.symbol} within a year after {after:%Y-%m-%d}")
+
+
+NULL_START = pd.Timestamp("2025-01-06", tz="UTC")  # a Monday
+
+
+def scenario_learning() -> LearningConfig:
+    """The scenarios' short windows: 800 training bars, 400 validation bars, 60 iterations."""
+    return LearningConfig(
+        training_bars=800, validation_bars={"15T": 400}, warmup_bars=300, iterations=60
+    )
+
+
+def null_scenario(seed: int = 7, weeks: int = FLIPS_WEEKS) -> ReplayConfig:
+    """The flips scenario's model and windows on a Gaussian random walk (``ProcessBars("null")``):
+    nothing to learn, so a candidate passes the gates by luck only and every promotion on
+    forward evidence is false. Measures false promotions per model-year."""
+    return ReplayConfig(
+        models=(FLIPS_MODEL,),
+        start=NULL_START,
+        end=NULL_START + pd.Timedelta(weeks=weeks),
+        seed=seed,
+        learning=scenario_learning(),
+        gates=GateThresholds(min_trades={"15T": 20}),
+        scenario="null",
+        source="null",
+    )
+
+
+def clones_scenario(seed: int = 7, weeks: int = FLIPS_WEEKS) -> ReplayConfig:
+    """One stationary learnable structure (``ProcessBars("stationary")``); the arena's champion is
+    the model trained at the start and every challenger is trained on the same rows with another
+    seed: identical in distribution to the champion. Every promotion and every pause (change
+    alarm) is false. Measures both per model-year."""
+    return replace(null_scenario(seed, weeks), scenario="clones", source="stationary")
+
+
+SCENARIO_CONFIGS = {"flips": flips_scenario, "null": null_scenario, "clones": clones_scenario}
