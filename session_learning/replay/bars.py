@@ -187,7 +187,10 @@ def bar_source(source: str, seed: int) -> BarSource:
             api_key=key, **settings.polygon_fields(), **settings.gap_limits()
         )
         return ValidatedBars(resource)
-    raise ReplayError(f"--source {source!r}: use synthetic, null, stationary, files:DIR or polygon")
+    raise ReplayError(
+        f"--source {source!r}: use synthetic, files:DIR or polygon (or the known processes "
+        "null and stationary)"
+    )
 
 
 def load_bars(config: ReplayConfig, bars: BarSource) -> dict[str, pd.DataFrame]:
