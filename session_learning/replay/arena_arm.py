@@ -15,8 +15,8 @@ bars, per model, in this order:
    that went live under a passing record. The promoted champion's change detector is designed
    from its validation and forward trades. A pause makes FLAT trade (the registry keeps the
    paused version as its pointer: the registry has no FLAT; the arm does not trade it);
-5. learning: a new candidate is trained (the session-learned plan when the analysis triggers,
-   else the plain plan) and, after a pause, a recency-weighted one (trained on the newest half
+5. learning: every ``challenger_every`` sessions with bars (1: every session) a new candidate is
+   trained (the session-learned plan when the analysis triggers, else the plain plan) and, after a pause, a recency-weighted one (trained on the newest half
    of the training window: a step recency weight); every candidate is stored in the registry
    (not live) and offered to the arena (``arena_session.admit_newcomers``); it is marked from
    the next session on.
@@ -136,6 +136,7 @@ class ArenaArmReplay(_ArmReplay):
         self.initial_window: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
         self.clones = self.config.scenario == "clones"
         self.clone_seed = 0
+        self.offers: dict[str, int] = {}  # sessions with bars that could bring a challenger
 
     # -- the start ---------------------------------------------------------------------------
 
@@ -336,6 +337,10 @@ class ArenaArmReplay(_ArmReplay):
                 )
                 plain = plain_plan(key, self.config.rules)
                 jobs.append(("recency_weighted", plain, start, end, session_trades, recent))
+        self.offers[key.slug] = self.offers.get(key.slug, 0) + 1
+        if self.offers[key.slug] % self.config.challenger_every:
+            # Not a session for a new challenger; a pause's request is answered anyway.
+            jobs = [job for job in jobs if job[0] == "recency_weighted"]
         newcomers = []
         for kind, chosen, at_start, at_end, trades, settings in jobs:
             trained = self._train(

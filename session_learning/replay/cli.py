@@ -68,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         rules=rules,
         workers=args.workers,
         periodic_every=args.periodic_every,
+        challenger_every=args.challenger_every,
         scenario=args.scenario,
         source=args.source or (base.source if base is not None else "synthetic"),
     )
@@ -170,6 +171,13 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         type=int,
         default=1,
         help="the periodic arm retrains every N sessions with bars (default 1; 30 is weekly)",
+    )
+    parser.add_argument(
+        "--challenger-every",
+        type=int,
+        default=1,
+        help="the arena (session_learning arm) takes a new challenger every N sessions with bars "
+        "(default 1; a pause's recency-weighted challenger comes at once)",
     )
     parser.add_argument(
         "--workers", type=int, default=0, help="processes (default: one per arm, at most CPUs)"

@@ -83,6 +83,7 @@ class ReplayConfig:
     arena: ArenaSettings = field(default_factory=ArenaSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     false_alarms_per_100_sessions: float = DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
+    challenger_every: int = 1  # sessions with bars between the arena's new challengers
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -92,6 +93,8 @@ class ReplayConfig:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ReplayError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        if self.challenger_every < 1:
+            raise ReplayError(f"challenger_every must be >= 1, got {self.challenger_every}")
         if self.periodic_every < 1:
             raise ReplayError(f"periodic_every must be >= 1, got {self.periodic_every}")
         if self.session_hours not in (1, 2, 3, 4, 6, 8, 12, 24):
@@ -134,6 +137,7 @@ class ReplayConfig:
             "arena": asdict(self.arena),
             "evidence": asdict(self.evidence),
             "false_alarms_per_100_sessions": self.false_alarms_per_100_sessions,
+            "challenger_every": self.challenger_every,
             "seed": self.seed,
             "source": self.source,
             "scenario": self.scenario,
@@ -164,6 +168,7 @@ class ReplayConfig:
             false_alarms_per_100_sessions=data.get(
                 "false_alarms_per_100_sessions", DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
             ),
+            challenger_every=data.get("challenger_every", 1),
             scenario=data["scenario"],
             source=data["source"],
         )

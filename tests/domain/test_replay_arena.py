@@ -166,6 +166,13 @@ def test_scenarios_from_the_command_line():
     clones = config_from_args(parser.parse_args(["replay", "--scenario", "clones"]))
     assert clones.scenario == "clones" and clones.source == "stationary"
     assert clones.models == (ModelKey("EURUSD", "15T"),)
+    assert clones.challenger_every == 1
+    daily = config_from_args(
+        parser.parse_args(["replay", "--scenario", "flips", "--challenger-every", "6"])
+    )
+    assert daily.challenger_every == 6 and daily.describe()["challenger_every"] == 6
+    with pytest.raises(ReplayError, match="challenger_every"):
+        replace(daily, challenger_every=0)
     assert isinstance(bar_source("null", 7), ProcessBars)
     own = config_from_args(
         parser.parse_args(["replay", "--scenario", "null", "--source", "synthetic"])
