@@ -417,6 +417,7 @@ def _arena(result: ReplayResult, tagged: dict[str, pd.DataFrame] | None, seed: i
         low, high = _ci(r, pd.DatetimeIndex(picked[arm]["exit_time"]), window, seed)
         after[arm] = {
             "trades": len(r),
+            "total_r": float(r.sum()),
             "expectancy_r": float(r.mean()) if len(r) else None,
             "ci": [low, high],
         }
@@ -705,11 +706,21 @@ def _arena_lines(summary: dict) -> list[str]:
             for f in arena["per_flip"]
         ],
     )  # fmt: skip
-    lines += ["", "Expectancy of the trades entered in the adverse flips' blocks:", ""]
+    lines += [
+        "",
+        "The trades entered in the adverse flips' blocks (FLAT's sessions add no trade: the "
+        "total shows what pausing saved):",
+        "",
+    ]
     lines += _table(
-        ["arm", "trades", f"expectancy R [{100 * CONFIDENCE:.0f}% CI]"],
+        ["arm", "trades", "total R", f"expectancy R [{100 * CONFIDENCE:.0f}% CI]"],
         [
-            [f"`{arm}`", str(a["trades"]), _estimate(a["expectancy_r"], a["ci"], a["trades"])]
+            [
+                f"`{arm}`",
+                str(a["trades"]),
+                _num(a["total_r"], "{:+.1f}"),
+                _estimate(a["expectancy_r"], a["ci"], a["trades"]),
+            ]
             for arm, a in arena["after_adverse_flips"].items()
         ],
     )
