@@ -432,6 +432,7 @@ class ArenaArmReplay(_ArmReplay):
             r,
             trades_per_session=len(r) / sessions,
             false_alarms_per_100_sessions=self.config.false_alarms_per_100_sessions,
+            block_trades=min(self.config.detector_block_trades, len(r)),
         )
 
     def _forget(self, key: ModelKey, arena: ArenaState) -> None:

@@ -69,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         workers=args.workers,
         periodic_every=args.periodic_every,
         challenger_every=args.challenger_every,
+        detector_block_trades=args.detector_block,
         scenario=args.scenario,
         source=args.source or (base.source if base is not None else "synthetic"),
     )
@@ -178,6 +179,13 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         default=1,
         help="the arena (session_learning arm) takes a new challenger every N sessions with bars "
         "(default 1; a pause's recency-weighted challenger comes at once)",
+    )
+    parser.add_argument(
+        "--detector-block",
+        type=int,
+        default=1,
+        help="the arena's change detector is calibrated by resampling runs of N consecutive "
+        "validation trades (default 1: one by one; trades of one model are correlated)",
     )
     parser.add_argument(
         "--workers", type=int, default=0, help="processes (default: one per arm, at most CPUs)"

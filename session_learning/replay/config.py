@@ -84,6 +84,7 @@ class ReplayConfig:
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     false_alarms_per_100_sessions: float = DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
     challenger_every: int = 1  # sessions with bars between the arena's new challengers
+    detector_block_trades: int = 1  # runs of trades resampled when designing a detector
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -93,6 +94,10 @@ class ReplayConfig:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ReplayError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        if self.detector_block_trades < 1:
+            raise ReplayError(
+                f"detector_block_trades must be >= 1, got {self.detector_block_trades}"
+            )
         if self.challenger_every < 1:
             raise ReplayError(f"challenger_every must be >= 1, got {self.challenger_every}")
         if self.periodic_every < 1:
@@ -138,6 +143,7 @@ class ReplayConfig:
             "evidence": asdict(self.evidence),
             "false_alarms_per_100_sessions": self.false_alarms_per_100_sessions,
             "challenger_every": self.challenger_every,
+            "detector_block_trades": self.detector_block_trades,
             "seed": self.seed,
             "source": self.source,
             "scenario": self.scenario,
@@ -169,6 +175,7 @@ class ReplayConfig:
                 "false_alarms_per_100_sessions", DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
             ),
             challenger_every=data.get("challenger_every", 1),
+            detector_block_trades=data.get("detector_block_trades", 1),
             scenario=data["scenario"],
             source=data["source"],
         )
