@@ -10,6 +10,12 @@ One model (EURUSD 30T), the ``periodic`` arm retraining every 12 sessions with b
 trading day, so the start and the end of the range train equally often), small windows and 25
 CatBoost iterations so that a year fits in a few minutes. Compares the sessions of the first
 four weeks with those of the last four weeks, trading-only and training sessions apart.
+
+Then the ``session_learning`` arm, the arena, on the same range: every session with bars it
+marks every member's shadow book, folds the evidence, and trains one new challenger (two after
+a pause). Its evidence, shadow records and registry grow with the range; the same start / end
+comparison says whether a session costs more at the end, and the median CPU per session what
+the arena costs against a training.
 """
 
 from __future__ import annotations
@@ -28,16 +34,17 @@ from session_learning.domain.models import ModelKey
 from session_learning.replay import ReplayConfig, SyntheticBars, run_replay
 
 ARM = "periodic"
+ARENA = "session_learning"
 START = pd.Timestamp("2025-01-06", tz="UTC")  # a Monday
 WINDOW = pd.Timedelta(weeks=4)
 
 
-def config(weeks: int) -> ReplayConfig:
+def config(weeks: int, arm: str = ARM) -> ReplayConfig:
     return ReplayConfig(
         models=(ModelKey("EURUSD", "30T"),),
         start=START,
         end=START + pd.Timedelta(weeks=weeks),
-        arms=(ARM,),
+        arms=(arm,),
         workers=1,  # one process: the timings are not shared with another arm
         periodic_every=12,
         learning=LearningConfig(
@@ -98,6 +105,7 @@ def main() -> int:
     active = sessions.loc[sessions["triggered"].notna()]
     quarters = [1e3 * float(np.median(q)) for q in np.array_split(active["cpu_seconds"], 4)]
     print("   median CPU per session by quarter: " + ", ".join(f"{q:.1f} ms" for q in quarters))
+    arena = arena_cost(weeks)
     write_results(
         args.json,
         {
@@ -109,9 +117,42 @@ def main() -> int:
             "last_weeks": last,
             "end_over_start_cpu": ratios,
             "quarter_median_cpu_ms": quarters,
+            "arena": arena,
         },
     )
     return 0
+
+
+def arena_cost(weeks: int) -> dict:
+    """The arena arm over the same range: CPU per session at the start and at the end."""
+    cfg = config(weeks, ARENA)
+    header(f"replay: the arena ('{ARENA}' arm) over the same {weeks} weeks")
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        result = run_replay(cfg, SyntheticBars(cfg.seed), out, progress=False)
+    wall = time.perf_counter() - began
+    sessions = result.arms[ARENA].sessions
+    active = sessions.loc[sessions["trainings"] > 0]
+    times = pd.to_datetime(active["session"], format="%Y-%m-%d-%H:%M", utc=True)
+    first = 1e3 * float(active.loc[times < cfg.start + WINDOW, "cpu_seconds"].median())
+    last = 1e3 * float(active.loc[times >= cfg.end - WINDOW, "cpu_seconds"].median())
+    print(
+        f"-- {len(sessions):,} sessions, {int(sessions['trainings'].sum())} trainings; replay "
+        f"{wall:.0f} s (sessions: CPU {sessions['cpu_seconds'].sum():.0f} s)"
+    )
+    print(
+        f"   median CPU of a session with bars: first 4 weeks {first:.0f} ms, last 4 weeks "
+        f"{last:.0f} ms => end / start {last / first:.2f}x"
+    )
+    return {
+        "replay_wall_s": wall,
+        "sessions": len(sessions),
+        "trainings": int(sessions["trainings"].sum()),
+        "cpu_s": float(sessions["cpu_seconds"].sum()),
+        "first_weeks_cpu_ms": first,
+        "last_weeks_cpu_ms": last,
+        "end_over_start_cpu": last / first,
+    }
 
 
 if __name__ == "__main__":

@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: now, i.e. the session that just ended)",
     )
     check.set_defaults(func=cmd_check_data)
-    from session_learning.replay import add_replay_parser
+    from session_learning.replay.cli import add_replay_parser
 
     add_replay_parser(sub)
     imp = sub.add_parser(

@@ -12,7 +12,11 @@ resamples the in-control trades (bootstrap, so the real shape of R — mostly -1
 few timeouts — is kept), runs the statistic over ``horizon_sessions`` sessions of
 ``trades_per_session`` trades, and sets the threshold at the ``1 - budget`` quantile of the largest
 value reached: an in-control champion is paused falsely within 100 sessions with probability
-``false_alarms_per_100_sessions``. Calibration assumes the live mean equals the validation mean; a
+``false_alarms_per_100_sessions``. Trades of one model are not independent (a run of trades in
+the same market state wins or loses together); resampling them one by one would understate how
+far the statistic wanders and alarm more often than the budget. ``block_trades`` > 1 resamples
+runs of that many consecutive in-control trades (a circular block bootstrap), which keeps that
+dependence. Calibration assumes the live mean equals the validation mean; a
 champion whose live mean is lower (an optimistic validation) alarms more often, which is the
 intended behaviour.
 
@@ -122,12 +126,14 @@ def design_detector(
     horizon_sessions: int = 100,
     streams: int = 4000,
     seed: int = 0,
+    block_trades: int = 1,
 ) -> ChangeDetector:
     """A detector for a champion whose trades on unseen data were ``in_control_r``.
 
     ``trades_per_session``: the champion's expected trades a session (its validation rate);
     ``false_alarms_per_100_sessions``: the probability of pausing an in-control champion within
     ``horizon_sessions`` (100) sessions; ``shift_r``: the fall of mean R per trade to detect.
+    ``block_trades``: the length of the resampled runs of consecutive trades (1: one by one).
     Deterministic for a ``seed``. Raises ``ValueError`` with fewer than 30 in-control trades: the
     threshold would be calibrated on noise.
     """
@@ -143,6 +149,8 @@ def design_detector(
         )
     if trades_per_session <= 0 or shift_r <= 0 or horizon_sessions < 1 or streams < 100:
         raise ValueError("trades_per_session and shift_r must be positive, horizon and streams set")
+    if not 1 <= block_trades <= len(r):
+        raise ValueError(f"block_trades must be in [1, {len(r)}], got {block_trades}")
     reference = float(r.mean() - shift_r / 2)
     length = max(1, int(round(trades_per_session * horizon_sessions)))
     rng = np.random.default_rng(seed)
@@ -150,7 +158,13 @@ def design_detector(
     step = max(1, _CHUNK_CELLS // length)
     for lo in range(0, streams, step):
         n = min(step, streams - lo)
-        sample = r[rng.integers(0, len(r), (n, length))]
+        if block_trades == 1:
+            sample = r[rng.integers(0, len(r), (n, length))]
+        else:
+            blocks = -(-length // block_trades)
+            starts = rng.integers(0, len(r), (n, blocks, 1))
+            positions = (starts + np.arange(block_trades)) % len(r)
+            sample = r[positions.reshape(n, -1)[:, :length]]
         peaks[lo : lo + n] = cusum_statistic(sample, reference).max(axis=1)
     threshold = float(np.quantile(peaks, 1.0 - false_alarms_per_100_sessions))
     # A degenerate in-control sample (every trade equal) never moves the statistic.

@@ -22,14 +22,16 @@ from session_learning.domain.gates import GATE_NAMES
 from session_learning.domain.json_encoding import dumps
 from session_learning.domain.stats import paired_bootstrap_expectancy
 from session_learning.partitions import PARTITION_FORMAT
-from session_learning.replay import (
-    ARM_DESCRIPTIONS,
-    ReplayConfig,
-    ReplayResult,
-    SyntheticBars,
-    read_arm,
-    session_regimes,
+from session_learning.replay.arena_report import (
+    adverse_sessions,
+    arena_counts,
+    flip_medians,
+    per_flip,
 )
+from session_learning.replay.arms import read_arm
+from session_learning.replay.bars import SyntheticBars, session_regimes
+from session_learning.replay.config import ARM_DESCRIPTIONS, ReplayConfig
+from session_learning.replay.runner import ReplayResult
 from session_learning.reports.plots import new_figure, png_bytes
 
 CONFIDENCE = 0.95
@@ -121,6 +123,8 @@ def _arm_summary(run, risk: float, window: tuple, seed: int) -> dict:
         "failed_only_gate": only_gate,
         "open_at_end": run.open_at_end,
         "quarantined": run.quarantined,
+        "registry_deployments": run.promotions,
+        "unjudged_deployments": run.unjudged_promotions,
     }
 
 
@@ -375,11 +379,68 @@ def summarize(result: ReplayResult) -> dict:
             "too_short": needed is None or fewest < needed,
         },
     }
+    tagged = None
     if result.regimes is not None:
         tagged = _trade_regimes(result)
         summary["by_regime"] = _by_regime(result, tagged)
         summary["flips"] = _flips(result, tagged, seed)
+    arena = _arena(result, tagged, seed)
+    if arena is not None:
+        summary["arena"] = arena
     return summary
+
+
+def _arena(result: ReplayResult, tagged: dict[str, pd.DataFrame] | None, seed: int) -> dict | None:
+    """The arena arm's numbers: counts per model-year; per flip, sessions until the champion
+    stopped trading and until another version was promoted; expectancy after adverse flips."""
+    run = result.arms.get("session_learning")
+    if run is None or run.arena is None:
+        return None
+    config = result.config
+    out = {"counts": arena_counts(run.arena, config.false_alarms_per_100_sessions)}
+    if result.regimes is None or tagged is None:
+        return out
+    blocks = flip_blocks(result.regimes)
+    symbol_of = {m.slug: m.symbol for m in config.models}
+    flips = per_flip(run.arena, blocks, symbol_of)
+    out["per_flip"] = flips
+    out["medians"] = flip_medians(flips)
+    chosen = adverse_sessions(flips, blocks, symbol_of)
+    window = (config.start, config.end)
+    after: dict[str, dict] = {}
+    picked: dict[str, pd.DataFrame] = {}
+    for arm, trades in tagged.items():
+        mine = trades.merge(chosen, on=["symbol", "entry_session"], how="inner")
+        picked[arm] = _ordered(mine)
+        r = picked[arm]["r_multiple"].to_numpy(dtype=float)
+        low, high = _ci(r, pd.DatetimeIndex(picked[arm]["exit_time"]), window, seed)
+        after[arm] = {
+            "trades": len(r),
+            "total_r": float(r.sum()),
+            "expectancy_r": float(r.mean()) if len(r) else None,
+            "ci": [low, high],
+        }
+    out["after_adverse_flips"] = after
+    versus = []
+    for other in ("static", "periodic"):
+        if other not in picked or not len(picked[other]) or not len(picked["session_learning"]):
+            continue
+        a, b = picked["session_learning"], picked[other]
+        cmp = paired_bootstrap_expectancy(
+            a["r_multiple"].to_numpy(dtype=float),
+            pd.DatetimeIndex(a["exit_time"]),
+            b["r_multiple"].to_numpy(dtype=float),
+            pd.DatetimeIndex(b["exit_time"]),
+            window[0],
+            window[1],
+            BOOTSTRAP_BLOCK,
+            n_boot=BOOTSTRAP_SAMPLES,
+            confidence=CONFIDENCE,
+            seed=seed,
+        )
+        versus.append({"b": other, "difference_r": cmp.difference, "ci": [cmp.lower, cmp.upper]})
+    out["after_adverse_versus"] = versus
+    return out
 
 
 # --- Markdown --------------------------------------------------------------------------------
@@ -552,6 +613,8 @@ def render_markdown(summary: dict, png_name: str = "equity.png") -> str:
     )
     if "by_regime" in summary:
         lines += _regime_lines(summary)
+    if "arena" in summary:
+        lines += _arena_lines(summary)
     lines += [
         "",
         "## How the replay works",
@@ -581,6 +644,91 @@ def render_markdown(summary: dict, png_name: str = "equity.png") -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _arena_lines(summary: dict) -> list[str]:
+    arena = summary["arena"]
+    c = arena["counts"]
+    n = c["counts"]
+    deployments = ", ".join(
+        f"`{arm}` {s['registry_deployments']} ({s['unjudged_deployments']} without)"
+        for arm, s in summary["arms"].items()
+    )
+    lines = [
+        "",
+        "## The arena (`session_learning` arm)",
+        "",
+        f"{c['sessions']} model-sessions with bars ({c['model_years']:.2f} model-years). "
+        f"Promotions {n['promoted']} ({c['promotions_over_flat']} over FLAT, "
+        f"{c['promotions_over_a_version']} over a trading version): "
+        f"{_num(c['promotions_per_model_year'])} per model-year. Pauses (change alarms) "
+        f"{n['demoted']}: {_num(c['pauses_per_model_year'])} per model-year, "
+        f"{_num(c['pauses_per_100_champion_sessions'], '{:.3f}')} per 100 sessions of a "
+        f"trading champion ({c['champion_sessions']} such sessions; the detector's budget is "
+        f"{c['pause_budget_per_100_sessions']:.2f} false alarms per 100 in-control sessions). "
+        f"FLAT traded {_pct(c['flat_share'])} of the sessions. Challengers admitted "
+        f"{n['admitted']}, refused {n['refused']}, evicted {n['evicted']}, retired "
+        f"{n['retired']}.",
+        "",
+        f"Deployments in each arm's registry, and how many without a passing judgement record: "
+        f"{deployments}.",
+    ]
+    if "medians" not in arena:
+        return lines
+    m = arena["medians"]
+    lines += [
+        "",
+        f"**Flips.** {m['flips']} flips, {m['adverse']} adverse (the champion at the flip lost "
+        "in the shadow over the block). After an adverse flip the champion stopped trading "
+        f"after a median of {_num(m['median_sessions_to_stop'], '{:.1f}')} sessions "
+        f"({m['stopped_within_3']} of {m['adverse']} within 3; {m['stop_censored']} not before "
+        "the next flip); another version was promoted after a median of "
+        f"{_num(m['median_sessions_to_promotion'], '{:.1f}')} sessions ({m['promoted_within_8']} "
+        f"within 8; {m['promotion_censored']} not before the next flip; censored flips count "
+        "past their block).",
+        "",
+    ]
+    lines += _table(
+        ["flip", "to", "sessions", "champion", "its R in the block", "stopped after", "by",
+         "promoted after"],
+        [
+            [
+                f["flip"][:16],
+                f["to"],
+                str(f["sessions"]),
+                f["champion"],
+                _r(f["champion_r"]),
+                "–" if f["stopped_after"] is None else str(f["stopped_after"]),
+                f["stopped_by"] or "–",
+                "–" if f["promoted_after"] is None else str(f["promoted_after"]),
+            ]
+            for f in arena["per_flip"]
+        ],
+    )  # fmt: skip
+    lines += [
+        "",
+        "The trades entered in the adverse flips' blocks (FLAT's sessions add no trade: the "
+        "total shows what pausing saved):",
+        "",
+    ]
+    lines += _table(
+        ["arm", "trades", "total R", f"expectancy R [{100 * CONFIDENCE:.0f}% CI]"],
+        [
+            [
+                f"`{arm}`",
+                str(a["trades"]),
+                _num(a["total_r"], "{:+.1f}"),
+                _estimate(a["expectancy_r"], a["ci"], a["trades"]),
+            ]
+            for arm, a in arena["after_adverse_flips"].items()
+        ],
+    )
+    for v in arena["after_adverse_versus"]:
+        lines.append(
+            f"- `session_learning` − `{v['b']}` after adverse flips: {_r(v['difference_r'])} R "
+            f"({100 * CONFIDENCE:.0f}% CI [{_r(v['ci'][0])}, {_r(v['ci'][1])}])."
+        )
+    return lines
 
 
 def _verdict_lines(summary: dict) -> list[str]:

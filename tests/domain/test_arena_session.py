@@ -297,3 +297,28 @@ def test_settings_reach_the_rules():
     )
     assert [a.admitted for a in outcome.admissions] == [True, True, False]
     assert set(outcome.state.books) == {"a", "b"}
+
+
+def test_evidence_from_an_earlier_reign_ranks_nobody_when_newcomers_arrive():
+    from session_learning.domain.arena import Arena, Challenger, PairEvidence
+    from session_learning.domain.arena_session import admit_newcomers
+    from session_learning.domain.evidence import EvidenceSettings, EvidenceState
+
+    losing = EvidenceState(EvidenceSettings()).update(np.full(200, -0.5))
+    assert losing.e_value() < 1  # behind: the bettor lost money on it
+    old = [Challenger(v, "periodic", 0) for v in ("a", "b", "c")]
+
+    def state(champion_since: int, reign: tuple[str, int]) -> ArenaState:
+        arena = Arena("EURUSD_15T", session=20, champion="x", champion_since=champion_since,
+                      challengers=tuple(old))  # fmt: skip
+        pair = PairEvidence(reign[0], reign[1], losing, losing)
+        return ArenaState(arena, evidence={c.version: pair for c in old})
+
+    # Losing against the champion of this reign, judged for 20 sessions: the weakest leaves.
+    current, admissions = admit_newcomers(state(0, ("x", 0)), [Newcomer("n", "periodic")])
+    assert admissions[0].admitted and admissions[0].evicted in {"a", "b", "c"}
+    assert set(current.evidence) == {"a", "b", "c"} - {admissions[0].evicted}
+    # The same numbers against the previous champion rank nobody in a reign 1 session old.
+    fresh, admissions = admit_newcomers(state(19, ("y", 0)), [Newcomer("n", "periodic")])
+    assert not admissions[0].admitted and "younger" in admissions[0].reason
+    assert fresh.arena.challengers == tuple(old)
