@@ -145,7 +145,6 @@ shadow_trades_table = sa.Table(
     sa.Column("exit_reason", sa.String(32), nullable=False),
     sa.Column("pnl", sa.Float, nullable=False),
     sa.Column("r_multiple", sa.Float, nullable=False),
-    sa.Column("bars_held", sa.Integer, nullable=False),
     sa.Column("exit_time_us", sa.BigInteger, nullable=False, index=True),
     sa.Column("recorded_at", sa.String(64), nullable=False),
     sa.UniqueConstraint(

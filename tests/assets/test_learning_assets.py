@@ -24,7 +24,8 @@ from tests.judgements import redeploy_with_rule
 def production_files(registry_root: Path) -> dict[str, bytes]:
     """Every file that defines what is live: pointer, history and the live version's files."""
     model_dir = registry_root / EURUSD.slug
-    files = {p.name: p.read_bytes() for p in model_dir.glob("*.json")}
+    # The arena's own state (arena.json) moves every session; it does not say what is live.
+    files = {p.name: p.read_bytes() for p in model_dir.glob("*.json") if p.name != "arena.json"}
     live = (model_dir / "production.json").read_text()
     for path in model_dir.glob("versions/*/*"):
         if path.parent.name in live:
@@ -45,7 +46,7 @@ def test_first_passing_candidate_is_deployed(deployed):
     checks = {
         c.check_name: c
         for c in result.get_asset_check_evaluations()
-        if c.asset_key.path[0] == "EURUSD_30T"
+        if c.asset_key.path == ["EURUSD_30T", "candidate_model"]
     }
     assert set(checks) == {
         "profit_factor_above_threshold",
@@ -122,9 +123,11 @@ def test_corrupt_production_model_fails_clearly_and_changes_nothing(deployed):
     before = production_files(p.settings.models_dir)
     result = p.run(S2)
     assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failure.step_key == "EURUSD_30T__candidate_model"
-    assert "checksum" in failure.event_specific_data.error.to_string().lower()
+    failures = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    # The candidate cannot be judged against it, nor can the arena mark it as champion.
+    assert set(failures) == {"EURUSD_30T__candidate_model", "EURUSD_30T__shadow_book"}
+    for failure in failures.values():
+        assert "checksum" in failure.event_specific_data.error.to_string().lower()
     assert production_files(p.settings.models_dir) == before
 
 

@@ -32,7 +32,6 @@ def shadow(signal_time: str, *, member: str = "20250304T0800-aaaaaaaaaa", r: flo
         "exit_reason": "take_profit" if r > 0 else "stop_loss",
         "pnl": 0.002 if r > 0 else -0.001,
         "r_multiple": r,
-        "bars_held": 2,
         "exit_time_us": int(exit_.value // 1000),
     }
 
