@@ -941,9 +941,15 @@ class ModelRegistry:
         card, _, judgement = self._verify(key, version)
         history = self.history(key)
         # The version trading now needs nothing more; any other needs the arena once a model
-        # has traded.
+        # has traded. A judgement against a version that is no longer live is promote's
+        # compare-and-swap to refuse (ProductionChangedError: judge it again).
         trading = bool(history) and history[-1]["version"] == version and not self.paused(key)
-        return self._refusal(key, version, card, judgement, bool(history) and not trading)
+        stale = judgement is not None and judgement["baseline_version"] != (
+            self.production_version(key)
+        )
+        return self._refusal(
+            key, version, card, judgement, bool(history) and not trading and not stale
+        )
 
     def was_live(self, key: ModelKey, version: str) -> bool:
         """Whether the deployment history shows ``version`` live at some time (now included)."""

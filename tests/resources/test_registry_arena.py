@@ -11,6 +11,7 @@ from session_learning.resources.registry import (
     ArenaChangedError,
     ModelRegistry,
     NotJudgedError,
+    ProductionChangedError,
     RegistryError,
 )
 from tests.judgements import arena_evidence, judge_and_promote, judgement
@@ -155,3 +156,17 @@ def test_two_processes_folding_from_the_same_state_fold_it_once(reg):
         p.join(timeout=30)
     assert outcomes == ["refused", "refused", "refused", "won"]
     assert reg.arena(KEY)["state"]["s"] in (S2, S3)
+
+
+def test_a_candidate_judged_before_the_first_deployment_is_refused_by_compare_and_swap(reg, model):
+    first, second = (_save(reg, model, i=i) for i in range(2))
+    for version in (first, second):
+        reg.record_judgement(KEY, version, judgement(None))
+    assert reg.promote(KEY, first, reason="first", session="s0")
+    # Judged against no production: promote's compare-and-swap says why, not the arena rule.
+    assert reg.promotion_refusal(KEY, second) is None
+    with pytest.raises(ProductionChangedError, match=f"{first} is live now"):
+        reg.promote(KEY, second, reason="second", session="s1")
+    # Judged again against the live version, it needs the arena's evidence.
+    reg.record_judgement(KEY, second, judgement(first))
+    assert "no arena evidence" in reg.promotion_refusal(KEY, second)
