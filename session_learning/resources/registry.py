@@ -39,8 +39,8 @@ Guarantees:
 Promotion invariant: a version becomes production only through ``promote`` with a judgement
 record that passed every declared gate (``domain.gates.GATE_NAMES``) against the version that
 is live at the moment of promotion (compare-and-swap on the judgement's ``baseline_version``).
-Only a model's first deployment goes live on its validation judgement; every later one needs
-the arena's decision in the record (``evidence.kind == "arena"`` naming the version, its
+For a model with an arena (its state stored here: ``arena_governs``), only the first deployment
+goes live on its validation judgement; every later one needs the arena's decision in the record (``evidence.kind == "arena"`` naming the version, its
 forward e-values against the champion and FLAT at their thresholds: ``arena_evidence_problem``).
 ``pause`` stops the live version from trading (the arena demoted it to FLAT), recorded in the
 history; a promotion or a rollback ends it. ``fold_arena_session`` stores the arena state with a
@@ -948,7 +948,11 @@ class ModelRegistry:
             self.production_version(key)
         )
         return self._refusal(
-            key, version, card, judgement, bool(history) and not trading and not stale
+            key,
+            version,
+            card,
+            judgement,
+            bool(history) and not trading and not stale and self.arena_governs(key),
         )
 
     def was_live(self, key: ModelKey, version: str) -> bool:
@@ -966,8 +970,9 @@ class ModelRegistry:
         """Why ``judgement`` does not let ``version`` go live, or None when it passed.
 
         The first deployment of a model goes live on its validation judgement (there is no
-        champion to compare with forward); every later one needs the arena's decision in the
-        record (``arena_evidence_problem``)."""
+        champion to compare with forward); with ``deployed_before`` (the model has traded and
+        has an arena) a promotion needs the arena's decision in the record
+        (``arena_evidence_problem``)."""
         if judgement is None:
             return (
                 f"{key} version {version} has no judgement record: it was never judged against "
@@ -1054,7 +1059,8 @@ class ModelRegistry:
                     f"session {judgement['partition']} to judge it against the model it would "
                     "replace. Nothing was changed."
                 )
-            refusal = self._refusal(key, version, card, judgement, bool(entries))
+            governed = bool(entries) and self.arena_governs(key)
+            refusal = self._refusal(key, version, card, judgement, governed)
             if refusal is not None:
                 raise NotJudgedError(refusal + " Nothing was changed.")
             entry = {
@@ -1121,6 +1127,12 @@ class ModelRegistry:
         return self._paused_record(key)
 
     # ---- the arena state -------------------------------------------------------------------
+
+    def arena_governs(self, key: ModelKey) -> bool:
+        """Whether ``key`` has an arena (a session was folded into its state): from then on,
+        once a version has traded, only the arena's evidence promotes. A registry without arena
+        state (the replay's arms that keep the gates-only rule) promotes on the gates alone."""
+        return (self._model_dir(key) / ARENA_FILE).exists()
 
     def arena(self, key: ModelKey) -> dict[str, Any] | None:
         """The arena document of ``key`` (``{session, state, updated_at}``: ``session`` is the

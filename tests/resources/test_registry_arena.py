@@ -33,11 +33,23 @@ def reg(tmp_path) -> ModelRegistry:
 def _deployed(reg: ModelRegistry, model, n: int = 2) -> list[str]:
     versions = [_save(reg, model, i=i) for i in range(n)]
     assert _promote(reg, versions[0], 0)
+    # The model has an arena from now on (its first session folded).
+    reg.fold_arena_session(KEY, "2024-01-02-04:00", computed_from=None, state={}, record={})
     return versions
+
+
+def test_without_an_arena_the_gates_alone_still_promote(reg, model):
+    """The replay's gates-only arms keep no arena state: their rule is unchanged."""
+    live, challenger = (_save(reg, model, i=i) for i in range(2))
+    assert _promote(reg, live, 0)
+    reg.record_judgement(KEY, challenger, judgement(live))
+    assert not reg.arena_governs(KEY) and reg.promotion_refusal(KEY, challenger) is None
+    assert reg.promote(KEY, challenger, reason="gates", session="s1")
 
 
 def test_after_the_first_deployment_only_the_arenas_evidence_promotes(reg, model):
     live, challenger = _deployed(reg, model)
+    assert reg.arena_governs(KEY)
     # Passed every gate on its validation window, but no forward evidence: refused.
     reg.record_judgement(KEY, challenger, judgement(live))
     with pytest.raises(NotJudgedError, match="no arena evidence"):
@@ -160,6 +172,7 @@ def test_two_processes_folding_from_the_same_state_fold_it_once(reg):
 
 def test_a_candidate_judged_before_the_first_deployment_is_refused_by_compare_and_swap(reg, model):
     first, second = (_save(reg, model, i=i) for i in range(2))
+    reg.fold_arena_session(KEY, S1, computed_from=None, state={}, record={})
     for version in (first, second):
         reg.record_judgement(KEY, version, judgement(None))
     assert reg.promote(KEY, first, reason="first", session="s0")
