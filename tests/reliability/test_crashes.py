@@ -167,6 +167,11 @@ def test_two_partitions_promoting_at_once_lose_no_update(deployed_home, tmp_path
         prepared = p.run(session, assets=[*upstream, "EURUSD_30T/candidate_model"])
         assert prepared.success
     assert [e["session"] for e in p.registry.history(EURUSD)] == [S1]
+    # The race is the registry's compare-and-swap: without the model's arena state the gates
+    # alone may promote (as in the replay's gates-only arms); with it, neither candidate could.
+    model_dir = p.settings.models_dir / EURUSD.slug
+    (model_dir / "arena.json").unlink()
+    shutil.rmtree(model_dir / "arena")
 
     barrier = tmp_path / "barrier"
     barrier.mkdir()
