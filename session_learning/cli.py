@@ -226,6 +226,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         if health["status"] != "ok":
             print(f"            {health['reason']}")
+        for line in arena_lines(registry, key):
+            print(f"            {line}")
         outcome = latest.get(key.slug)
         if outcome is None:
             print("            no learning outcome recorded yet")
@@ -254,6 +256,51 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     print("\n".join(settings_report(settings)))
     return 0
+
+
+def _e(value: float | None) -> str:
+    """An e-value or threshold as stored (JSON keeps infinity as null)."""
+    return "inf" if value is None else f"{value:.3g}"
+
+
+def arena_lines(registry, key: ModelKey) -> list[str]:
+    """The model's arena for ``status``: what trades (a champion, or FLAT and why), the last
+    session folded, and each challenger's e-values against the champion and FLAT."""
+    document = registry.arena(key)
+    if document is None:
+        return ["arena: not started (no session folded by challenger_evidence yet)"]
+    arena = document["state"]["arena_state"]["arena"]
+    record = registry.arena_session(key, document["session"]) or {}
+    champion = arena["champion"]
+    paused = registry.paused(key)
+    trading = f"champion {champion}"
+    if champion == "FLAT":
+        trading = "champion FLAT (nothing trades)"
+        if paused is not None:
+            trading += (
+                f": {arena.get('paused') or registry.production_version(key)} paused in session "
+                f"{paused['session']}: {paused['reason']}"
+            )
+    lines = [
+        f"arena: {trading}; last session folded {document['session']} "
+        f"({arena['session']} sessions with bars), {len(arena['challengers'])} challenger(s)"
+    ]
+    evidence = record.get("evidence", {})
+    for c in arena["challengers"]:
+        found = evidence.get(c["version"])
+        age = arena["session"] - c["entered_session"]
+        if found is None:
+            lines.append(f"  {c['version']} ({c['kind']}, {age} sessions): no evidence yet")
+            continue
+        vs_champion, vs_flat = found["vs_champion"], found["vs_flat"]
+        lines.append(
+            f"  {c['version']} ({c['kind']}, {age} sessions): e-value "
+            f"{_e(vs_champion['e_value'])} vs {vs_champion['baseline']}, "
+            f"{_e(vs_flat['e_value'])} vs FLAT (promotion at {_e(vs_champion['threshold'])}); "
+            f"mean {vs_champion['mean_r']:+.4f} R/bar, "
+            f"{vs_champion['bars']} bars, {vs_flat['trades']} shadow trades"
+        )
+    return lines
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

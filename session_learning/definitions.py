@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from session_learning.assets.arena import build_arena_assets
 from session_learning.assets.live import build_live_assets
 from session_learning.assets.models import build_model_assets
 from session_learning.assets.performance import build_performance_assets
@@ -11,6 +12,7 @@ from session_learning.assets.session import build_session_assets
 from session_learning.executors import build_executor
 from session_learning.jobs import build_jobs
 from session_learning.partitions import build_session_partitions
+from session_learning.resources.arena import ArenaSettingsResource
 from session_learning.resources.files import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning import LearningSettingsResource, ModelWindowsConfig
@@ -79,6 +81,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "exports": TradeExportsResource(directory=str(settings.exports_dir)),
         "registry": ModelRegistryResource(root=str(settings.models_dir)),
         "learning_settings": build_learning_settings(settings),
+        "arena_settings": ArenaSettingsResource(),
         "io_manager": ValueStoreIOManager(base_dir=str(settings.values_dir)),
     }
 
@@ -95,6 +98,7 @@ def build_definitions(
     learning = build_session_assets(partitions, settings.models)
     for key in settings.models:
         learning += build_model_assets(partitions, key)
+        learning += build_arena_assets(partitions, key)
     live = build_live_assets(settings.models)
     monitoring = build_performance_assets(settings.session_hours)
     return dg.Definitions(

@@ -9,6 +9,27 @@ from session_learning.domain.models import ModelKey
 from session_learning.resources.registry import RESERVED_CARD_FIELDS, ModelRegistry
 
 
+def arena_evidence(winner: str, *, champion: str = "FLAT", e_value: float = 100.0) -> dict:
+    """The arena's evidence for promoting ``winner`` as a judgement record carries it (every
+    deployment after a model's first needs it), passing unless ``e_value`` is below 60."""
+
+    def side(baseline: str) -> dict:
+        return {
+            "baseline": baseline,
+            "e_value": e_value,
+            "threshold": 60.0,
+            "passed": e_value >= 60,
+        }
+
+    return {
+        "kind": "arena",
+        "winner": winner,
+        "champion": champion,
+        "vs_champion": side(champion),
+        "vs_flat": side("FLAT"),
+    }
+
+
 def judgement(
     baseline: str | None,
     *,
@@ -16,9 +37,11 @@ def judgement(
     partition: str | None = "test",
     judged_at: str = "2024-01-02T08:00:00+00:00",
     gates: tuple[str, ...] = GATE_NAMES,
+    evidence: dict | None = None,
 ) -> dict:
     """A judgement record against ``baseline`` in which only the ``failed`` gates failed."""
     return {
+        "evidence": evidence,
         "judged_at": judged_at,
         "partition": partition,
         "baseline_version": baseline,
@@ -41,8 +64,11 @@ def judge(
     registry: ModelRegistry, key: ModelKey, version: str, *, failed: tuple[str, ...] = ()
 ) -> dict:
     """Record a judgement of ``version`` against the version live now."""
+    live = registry.production_version(key)
+    # A later deployment goes through the arena: its record carries the arena's evidence.
+    evidence = arena_evidence(version, champion=live) if live is not None else None
     return registry.record_judgement(
-        key, version, judgement(registry.production_version(key), failed=failed)
+        key, version, judgement(live, failed=failed, evidence=evidence)
     )
 
 

@@ -103,7 +103,8 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
     ) -> dg.MaterializeResult:
         """Production health per model, then a signal from each healthy production model on the
         newest closed bar (never two for the same bar and model). A model whose recent live
-        trades fall below the gates is marked degraded and, by default, stops signalling."""
+        trades fall below the gates is marked degraded and, by default, stops signalling; a
+        model the arena paused (its champion demoted to FLAT) signals nothing."""
         now = _now(config)
         store, reg = journal.journal(), registry.registry()
         rule = HealthRule(
@@ -139,7 +140,11 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
                 if verdict.status == "degraded":
                     store.add_alert("degraded", key.slug, f"{version}: {verdict.reason}")
             signal_note = "-"
-            if verdict.status == "degraded" and not overridden and config.pause_degraded:
+            paused = reg.paused(key)
+            if paused is not None:
+                # The arena demoted the champion: FLAT trades, whatever its health says.
+                signal_note = f"paused by the arena: {paused['reason']}"
+            elif verdict.status == "degraded" and not overridden and config.pause_degraded:
                 signal_note = "paused: degraded"
             else:
                 history = learning_settings.learning_config(key).warmup_bars + 50

@@ -4,7 +4,14 @@
 
 A model that the session's plan leaves untouched (and that has a production model) produces no
 training set, so its candidate and deployment are skipped for that partition.
+
+``deployed_model`` makes a model's first deployment: its first candidate that passes every
+gate. After that the registry refuses any version without the arena's forward evidence in its
+judgement, so a later candidate only enters the arena as a challenger (``assets/arena.py``),
+whose ``champion_model`` deploys what the arena decides.
 """
+
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -65,6 +72,18 @@ class TrainingSetConfig(dg.Config):
     )
 
 
+# The least training rows of a recency-weighted challenger (half the window, at least this).
+MIN_RECENT_TRAINING_BARS = 500
+
+
+def arena_requests(store, key: ModelKey) -> tuple[str, ...]:
+    """The candidates the model's arena asked the trainer for (after a demotion)."""
+    document = store.arena(key)
+    if document is None:
+        return ()
+    return tuple(document["state"]["arena_state"]["arena"].get("requests", ()))
+
+
 def history_start(
     key: ModelKey,
     session_end: pd.Timestamp,
@@ -118,13 +137,21 @@ def build_model_assets(
         report = ProblemReport.from_dict(problem_report)
         plan = report.plans.get(key.slug) or RetrainPlan(model=key.slug, retrain=False)
         has_production = registry.registry().production_version(key) is not None
-        chosen = effective_plan(plan, has_production, config.force_retrain)
+        # After a demotion the arena asks for a recency-weighted challenger: trained this
+        # session whatever the plan says, on the newest half of the training window.
+        recency = "recency_weighted" in arena_requests(registry.registry(), key)
+        chosen = effective_plan(plan, has_production, config.force_retrain or recency)
         if chosen is None:
             context.log.info(f"{key}: not retrained this session: {'; '.join(plan.reasons)}")
             yield history_not_needed(training_key)
             return
         plan = chosen
         learning = learning_settings.learning_config(key)
+        if recency:
+            learning = replace(
+                learning,
+                training_bars=max(MIN_RECENT_TRAINING_BARS, learning.training_bars // 2),
+            )
         window = context.partition_time_window
         end = pd.Timestamp(window.end)
         calendar = market_data.calendar(key)
@@ -161,6 +188,7 @@ def build_model_assets(
             targets=BarrierTargets.from_gates(learning_settings.gate_thresholds(), key.timeframe),
         )
         info["feature_functions"] = specs
+        info["arena_kind"] = "recency_weighted" if recency else None
         plan = RetrainPlan.from_dict(info["plan"])
         yield dg.Output(
             {"frame": frame, "info": info},
@@ -221,6 +249,14 @@ def build_model_assets(
         live = store.production_version(key)
         card = candidate.card(info, context.partition_key, live)
         card["feature_sources"] = feature_sources(card["feature_functions"])
+        # What the arena designs the change detector from (its trades on held-out bars), and
+        # where its training stopped before them.
+        card["validation_r"] = [
+            float(r) for r in candidate_result.trades["r_multiple"].to_numpy(dtype=float)
+        ]
+        card["validation_rows"] = int(info["rows"]["validation"])
+        card["held_out"] = list(info["held_out"])
+        card["arena_kind"] = info.get("arena_kind")
         version = store.save_candidate(
             key, candidate.model, card, context.partition_time_window.end
         )
@@ -334,12 +370,12 @@ def build_model_assets(
     def deployed_model(
         context: dg.AssetExecutionContext, candidate_model: dict, registry: ModelRegistryResource
     ) -> dg.Output[dict]:
-        """The production model after this session: the candidate, promoted atomically, only
-        when its judgement record in the registry passed every gate against the production
-        model that is still live. Materialized on its own (a re-run, a backfill, the UI), a
-        rejected candidate changes nothing and the metadata says why; a candidate judged
-        against a production model that has since been replaced fails the run (re-judge it).
-        Earlier versions are kept for rollback."""
+        """The model's first deployment: the candidate, promoted atomically, only when its
+        judgement record in the registry passed every gate and no version has traded yet;
+        afterwards the arena decides (champion_model) and a candidate only enters it.
+        Materialized on its own (a re-run, a backfill, the UI), a candidate that cannot go
+        live changes nothing and the metadata says why. Earlier versions are kept for
+        rollback."""
         store = registry.registry()
         previous = store.production_version(key)
         version = candidate_model["version"]

@@ -91,6 +91,29 @@ def score_latest_bar(
     )
 
 
+def score_bars(
+    model: Estimator,
+    card: dict,
+    bars: pd.DataFrame,
+    since: pd.Timestamp,
+    feature_functions: Sequence[FeatureFunction] = DEFAULT_FEATURES,
+) -> pd.Series:
+    """The live scorer on every bar from ``since``: +1 long, -1 short, 0 no trade per bar (by
+    the card's features and trading rule, as ``score_latest_bar`` scores the newest one).
+
+    ``bars`` must reach back far enough for the features' lookbacks; a bar's features use only
+    bars up to it, so scoring a range gives each bar the signal it had when it closed.
+    """
+    features = build_features(bars, feature_functions)[card["features"]]
+    scored = features.loc[features.index >= since]
+    if scored.empty:
+        return pd.Series(np.zeros(0, dtype=np.int64), index=scored.index, name="signal")
+    rule = card["trading_rule"]
+    proba = model.predict_proba(scored)
+    signals = signals_from_probabilities(proba, rule["min_confidence"], rule["edge_threshold"])
+    return pd.Series(np.asarray(signals, dtype=np.int64), index=scored.index, name="signal")
+
+
 def resolve_signal(
     signal: dict, bars: pd.DataFrame, key: ModelKey, costs: CostModel
 ) -> dict | None:

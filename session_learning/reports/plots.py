@@ -1,4 +1,5 @@
-"""Small PNG plots for asset metadata and reports: equity curves, calibration, session win rates.
+"""Small PNG plots for asset metadata and reports: equity curves, calibration, session win rates,
+the arena's evidence curves and the champion's change statistic.
 
 Every function returns PNG bytes of a 640x360 figure drawn with matplotlib's Agg canvas (no
 display, no pyplot global state, safe in a run worker's threads). The same input gives the same
@@ -225,6 +226,67 @@ def session_win_rate_png(
     ax.set_ylim(0, 100)
     ax.set_ylabel("win rate (%)")
     ax.set_xlabel("session start (UTC)")
+    fig.autofmt_xdate()
+    return png_bytes(fig)
+
+
+def evidence_curves_png(frame: pd.DataFrame, title: str = "Forward evidence") -> bytes:
+    """Each challenger's e-value against the champion, session by session, on a log scale,
+    with its promotion threshold dashed. ``frame`` has ``session``, ``version``, ``e_value``
+    and ``threshold`` (one row per challenger and session)."""
+    fig, ax = _figure()
+    ax.set_title(title, fontsize=11)
+    data = frame.dropna(subset=["e_value"]) if not frame.empty else frame
+    if data.empty:
+        _empty(ax, "no challenger has forward evidence yet")
+        return png_bytes(fig)
+    ax.set_yscale("log")
+    colors = [CANDIDATE_COLOR, "#ff7f0e", HIT_COLOR, "#9467bd", "#8c564b", "#e377c2"]
+    for i, (version, rows) in enumerate(data.groupby("version", sort=True)):
+        color = colors[i % len(colors)]
+        starts = pd.to_datetime(rows["session"], format="%Y-%m-%d-%H:%M", utc=True)
+        x = starts.dt.tz_localize(None)
+        ax.plot(x, rows["e_value"].clip(lower=1e-6), marker=".", color=color, label=version)
+        threshold = rows["threshold"].astype(float)
+        if np.isfinite(threshold).all():
+            ax.plot(x, threshold, color=color, linestyle="--", linewidth=0.8)
+    ax.axhline(1.0, color="0.5", linewidth=0.8)
+    ax.set_ylabel("e-value vs champion (log)")
+    ax.set_xlabel("session start (UTC); dashed: promotion threshold")
+    ax.legend(loc="upper left", fontsize=7)
+    fig.autofmt_xdate()
+    return png_bytes(fig)
+
+
+def change_statistic_png(frame: pd.DataFrame, title: str = "Champion change detector") -> bytes:
+    """The champion's CUSUM statistic after each session (``session``, ``statistic``,
+    ``threshold``): it alarms, and the champion is paused, when it reaches the threshold."""
+    fig, ax = _figure()
+    ax.set_title(title, fontsize=11)
+    data = frame.dropna(subset=["statistic"]) if not frame.empty else frame
+    if data.empty:
+        _empty(ax, "no champion trades watched yet (FLAT trades nothing)")
+        return png_bytes(fig)
+    x = pd.to_datetime(data["session"], format="%Y-%m-%d-%H:%M", utc=True).dt.tz_localize(None)
+    ax.step(
+        x,
+        data["statistic"].astype(float),
+        where="post",
+        color=CANDIDATE_COLOR,
+        label="CUSUM of R below reference",
+    )
+    ax.step(
+        x,
+        data["threshold"].astype(float),
+        where="post",
+        color="#d62728",
+        linestyle="--",
+        linewidth=0.8,
+        label="alarm threshold",
+    )
+    ax.set_ylabel("statistic (R)")
+    ax.set_xlabel("session start (UTC)")
+    ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
     return png_bytes(fig)
 

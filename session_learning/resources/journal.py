@@ -115,9 +115,44 @@ alerts_table = sa.Table(
     metadata,
     sa.Column("alert_id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("created_at", sa.String(64), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),  # run_failure | gate_rejection | degraded
+    # run_failure | gate_rejection | degraded | demoted
+    sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("subject", sa.String(256), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
+)
+
+
+# What arena members would have traded (``shadow_book`` asset): virtual trades resolved by the
+# same first-touch rules with costs, never sent to a broker. A separate table, so nothing that
+# reads ``trades`` (the session's analysis, exports, health) can mix them with live trades.
+# One row per (model, member version, session, signal bar): a re-run of a session writes nothing
+# twice.
+shadow_trades_table = sa.Table(
+    "shadow_trades",
+    metadata,
+    sa.Column("shadow_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(48), nullable=False),  # ModelKey.slug
+    sa.Column("member_version", sa.String(128), nullable=False),
+    sa.Column("session", sa.String(32), nullable=False),  # the partition key it exited in
+    sa.Column("signal_time", sa.String(64), nullable=False),
+    sa.Column("direction", sa.String(16), nullable=False),
+    sa.Column("entry_time", sa.String(64), nullable=False),
+    sa.Column("entry_price", sa.Float, nullable=False),
+    sa.Column("exit_time", sa.String(64), nullable=False),
+    sa.Column("exit_price", sa.Float, nullable=False),
+    sa.Column("stop_loss", sa.Float, nullable=False),
+    sa.Column("take_profit", sa.Float, nullable=False),
+    sa.Column("exit_reason", sa.String(32), nullable=False),
+    sa.Column("pnl", sa.Float, nullable=False),
+    sa.Column("r_multiple", sa.Float, nullable=False),
+    sa.Column("exit_time_us", sa.BigInteger, nullable=False, index=True),
+    sa.Column("recorded_at", sa.String(64), nullable=False),
+    sa.UniqueConstraint(
+        "model", "member_version", "session", "signal_time", name="uq_shadow_trades_signal"
+    ),
+)
+SHADOW_TRADE_COLUMNS = tuple(
+    c.name for c in shadow_trades_table.columns if c.name not in ("shadow_id", "recorded_at")
 )
 
 
@@ -806,6 +841,57 @@ class TradeJournal:
             row["recorded_at"] = now
             conn.execute(trades_table.insert(), [row])
         return True
+
+    # --- shadow trades --------------------------------------------------------------------
+
+    def add_shadow_trades(self, rows: Iterable[dict]) -> tuple[int, int]:
+        """Record arena members' closed virtual trades (``SHADOW_TRADE_COLUMNS``); returns
+        ``(written, already_present)``. A row whose (model, member version, session, signal
+        time) is stored already is left as it was, so a re-run of a session, or two runs of it
+        at once, never store a virtual trade twice. The batch is one transaction."""
+        now = pd.Timestamp.now(tz="UTC").isoformat()
+        batch = []
+        for row in rows:
+            missing = [c for c in SHADOW_TRADE_COLUMNS if c not in row or _is_blank(row[c])]
+            if missing:
+                raise JournalError(
+                    f"shadow trade of {row.get('model')} {row.get('member_version')} at "
+                    f"{row.get('signal_time')} lacks {', '.join(missing)}; nothing was written"
+                )
+            batch.append({**{c: row[c] for c in SHADOW_TRADE_COLUMNS}, "recorded_at": now})
+        if not batch:
+            return 0, 0
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            statement = insert(shadow_trades_table).on_conflict_do_nothing(
+                index_elements=["model", "member_version", "session", "signal_time"]
+            )
+            written = sum(conn.execute(statement, [row]).rowcount for row in batch)
+        return written, len(batch) - written
+
+    def shadow_trades(
+        self,
+        model: str,
+        *,
+        session: str | None = None,
+        member_version: str | None = None,
+    ) -> pd.DataFrame:
+        """A model's virtual trades (one session's, one member's, or all), in exit order."""
+        table = shadow_trades_table
+        query = sa.select(table).where(table.c.model == model)
+        if session is not None:
+            query = query.where(table.c.session == session)
+        if member_version is not None:
+            query = query.where(table.c.member_version == member_version)
+        query = query.order_by(table.c.exit_time_us, table.c.member_version, table.c.shadow_id)
+        with self._connect() as conn:
+            metadata.create_all(conn)
+            rows = conn.execute(query).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
 
     # --- alerts ---------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ Layout, one folder per model named by ``ModelKey.slug``::
         production.json              the live pointer: which version trading uses
         history.json                 deployment history, oldest first
         health.json                  degraded flag (absent means "ok")
+        arena.json                   the arena state after the last session folded into it
+        arena/<session>.json         what the arena did in each session it folded
         versions/
             20240102T0800-0123456789/
                 model.cbm            the model in its type's native format (CatBoost ``.cbm``;
@@ -38,6 +40,12 @@ Guarantees:
 Promotion invariant: a version becomes production only through ``promote`` with a judgement
 record that passed every declared gate (``domain.gates.GATE_NAMES``) against the version that
 is live at the moment of promotion (compare-and-swap on the judgement's ``baseline_version``).
+For a model with an arena (its state stored here: ``arena_governs``), only the first deployment
+goes live on its validation judgement; every later one needs the arena's decision in the record (``evidence.kind == "arena"`` naming the version, its
+forward e-values against the champion and FLAT at their thresholds: ``arena_evidence_problem``).
+``pause`` stops the live version from trading (the arena demoted it to FLAT), recorded in the
+history; a promotion or a rollback ends it. ``fold_arena_session`` stores the arena state with a
+compare-and-swap on the session it was computed from, so no session is folded twice or lost.
 ``rollback`` returns only to a version that history shows live before, unchanged since; anything
 else needs ``force=True`` with a reason, and history records it as forced.
 
@@ -91,6 +99,8 @@ JUDGEMENT_FILE = "judgement.json"
 PRODUCTION_FILE = "production.json"
 HISTORY_FILE = "history.json"
 HEALTH_FILE = "health.json"
+ARENA_FILE = "arena.json"
+ARENA_DIR = "arena"
 LOCK_FILE = ".lock"
 VERSIONS_DIR = "versions"
 # Anything starting with this is an unfinished write: readers skip it, the next save deletes it.
@@ -117,6 +127,8 @@ JUDGEMENT_DECISIONS = ("passed", "rejected")
 _VERSION_RE = re.compile(r"^\d{8}T\d{4}-[0-9a-f]{10}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HISTORY_SCHEMA = 1
+_ARENA_SCHEMA = 1
+_SESSION_KEY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}:\d{2}$")
 _JUDGEMENT_SCHEMA = 1
 UPGRADE_COMMAND = "session-learning upgrade-registry"
 
@@ -143,6 +155,10 @@ class NotJudgedError(RegistryError):
 
 class NeverLiveError(RegistryError):
     """A rollback target that history does not show live before (needs force and a reason)."""
+
+
+class ArenaChangedError(RegistryError):
+    """The arena state moved on (another run folded a session) since it was read."""
 
 
 class LegacyRegistryError(RegistryError):
@@ -229,6 +245,13 @@ def _check_version(version: object) -> str:
             f"{version!r} is not a version id (expected YYYYMMDDTHHMM-<10 hex digits>)"
         )
     return version
+
+
+def _check_session(session: object) -> str:
+    # Session keys become file names: only the partition key shape is accepted.
+    if not isinstance(session, str) or not _SESSION_KEY_RE.match(session):
+        raise RegistryError(f"{session!r} is not a session key (expected YYYY-MM-DD-HH:MM)")
+    return session
 
 
 def _remedy(key: ModelKey, version: str) -> str:
@@ -318,6 +341,27 @@ def _previous_version(entries: list[dict[str, Any]], live: str) -> str | None:
         # A version whose latest deployment a rollback ended was judged bad: never the default.
         if version != live and entries[i + 1].get("kind") != "rollback":
             return version
+    return None
+
+
+def arena_evidence_problem(version: str, evidence: Any) -> str | None:
+    """Why ``evidence`` (a judgement's) is not the arena's decision to promote ``version``, or
+    None when it is: ``kind`` "arena", ``winner`` the version, and its forward evidence against
+    the champion and against FLAT each at or above its threshold (``passed``)."""
+    if not isinstance(evidence, Mapping) or evidence.get("kind") != "arena":
+        return "its judgement carries no arena evidence (forward e-values against the champion)"
+    if evidence.get("winner") != version:
+        return f"the arena's decision names {evidence.get('winner')!r}, not {version}"
+    for side in ("vs_champion", "vs_flat"):
+        found = evidence.get(side)
+        if not isinstance(found, Mapping) or found.get("passed") is not True:
+            return f"its forward evidence {side} did not pass"
+        e_value, threshold = found.get("e_value"), found.get("threshold")
+        # An e-value too large for JSON is stored as None; ``passed`` then decides.
+        if e_value is not None and not (
+            isinstance(threshold, int | float) and e_value >= threshold
+        ):
+            return f"its forward evidence {side} (e-value {e_value}) is below {threshold}"
     return None
 
 
@@ -727,7 +771,19 @@ class ModelRegistry:
             "reason": entry["reason"],
             "session": entry["session"],
         }
+        if entry.get("kind") == "pause":
+            # Trading reads this: a paused version is live (for rollback and history) but
+            # emits no signal until a promotion or a rollback replaces the pointer.
+            pointer["paused"] = {
+                "since": entry["live_from"],
+                "reason": entry["reason"],
+                "session": entry["session"],
+            }
         _write_atomic(self._model_dir(key) / PRODUCTION_FILE, _dumps(pointer))
+
+    def _paused_record(self, key: ModelKey) -> dict[str, Any] | None:
+        pointer = self._read_pointer(key)
+        return None if pointer is None else pointer.get("paused")
 
     # ---- judgements ------------------------------------------------------------------------
 
@@ -749,11 +805,22 @@ class ModelRegistry:
         re-judging it raises ``RegistryError``.
         """
         record = self._judgement_record(key, version, judgement)
+        arena = arena_evidence_problem(version, record["evidence"]) is None
         with self._locked(key):
             card, _, existing = self._verify(key, version)
-            if existing is not None and any(
+            went_live = existing is not None and any(
                 e["version"] == version for e in self._read_history(key)
-            ):
+            )
+            if went_live and arena:
+                # A former champion earning its place back on forward evidence: the record it
+                # went live under before is kept beside the new one.
+                kept = (
+                    self._version_dir(key, version)
+                    / f"judgement-{existing['judgement_sha256'][:16]}.json"
+                )
+                if not kept.exists():
+                    _write_atomic(kept, _dumps(existing))
+            elif went_live:
                 raise RegistryError(
                     f"{key} version {version} went live under its judgement of "
                     f"{existing['judged_at']}; that record is part of the deployment history "
@@ -841,7 +908,21 @@ class ModelRegistry:
         """Why ``version`` cannot become production by its judgement, or None when it passed
         every declared gate. (``promote`` also needs its baseline to be live still.)"""
         card, _, judgement = self._verify(key, version)
-        return self._refusal(key, version, card, judgement)
+        history = self.history(key)
+        # The version trading now needs nothing more; any other needs the arena once a model
+        # has traded. A judgement against a version that is no longer live is promote's
+        # compare-and-swap to refuse (ProductionChangedError: judge it again).
+        trading = bool(history) and history[-1]["version"] == version and not self.paused(key)
+        stale = judgement is not None and judgement["baseline_version"] != (
+            self.production_version(key)
+        )
+        return self._refusal(
+            key,
+            version,
+            card,
+            judgement,
+            bool(history) and not trading and not stale and self.arena_governs(key),
+        )
 
     def was_live(self, key: ModelKey, version: str) -> bool:
         """Whether the deployment history shows ``version`` live at some time (now included)."""
@@ -849,9 +930,18 @@ class ModelRegistry:
 
     @staticmethod
     def _refusal(
-        key: ModelKey, version: str, card: Mapping[str, Any], judgement: Mapping | None
+        key: ModelKey,
+        version: str,
+        card: Mapping[str, Any],
+        judgement: Mapping | None,
+        deployed_before: bool,
     ) -> str | None:
-        """Why ``judgement`` does not let ``version`` go live, or None when it passed."""
+        """Why ``judgement`` does not let ``version`` go live, or None when it passed.
+
+        The first deployment of a model goes live on its validation judgement (there is no
+        champion to compare with forward); with ``deployed_before`` (the model has traded and
+        has an arena) a promotion needs the arena's decision in the record
+        (``arena_evidence_problem``)."""
         if judgement is None:
             return (
                 f"{key} version {version} has no judgement record: it was never judged against "
@@ -863,7 +953,14 @@ class ModelRegistry:
         failed = [g["name"] for g in judgement["gates"] if not g["passed"]]
         missing = [name for name in GATE_NAMES if name not in names]
         if judgement["decision"] == "passed" and not failed and not missing:
-            return None
+            problem = arena_evidence_problem(version, judgement.get("evidence"))
+            if not deployed_before or problem is None:
+                return None
+            return (
+                f"{key} version {version} passed its gates but {problem}: once a model has "
+                "traded, only the arena's forward evidence (challenger_evidence) promotes a "
+                "challenger. It cannot become production."
+            )
         problems = []
         if failed:
             problems.append(f"failed {', '.join(failed)}")
@@ -911,11 +1008,13 @@ class ModelRegistry:
         self.load(key, version)  # CatBoost must be able to read it, before anything is locked
         with self._locked(key):
             card, _, judgement = self._verify(key, version)
-            refusal = self._refusal(key, version, card, judgement)
+            refusal = self._refusal(key, version, card, judgement, False)
             if refusal is not None:
                 raise NotJudgedError(refusal + " Nothing was changed.")
             live, pointer_ok, entries = self._writer_view(key, now_iso)
-            already = live == version or any(
+            paused = pointer_ok and self._paused_record(key) is not None
+            # A paused version that the arena promotes again trades again: a new entry.
+            already = (live == version and not paused) or any(
                 e["version"] == version and e.get("session") == session for e in entries
             )
             if already:
@@ -929,6 +1028,10 @@ class ModelRegistry:
                     f"session {judgement['partition']} to judge it against the model it would "
                     "replace. Nothing was changed."
                 )
+            governed = bool(entries) and self.arena_governs(key)
+            refusal = self._refusal(key, version, card, judgement, governed)
+            if refusal is not None:
+                raise NotJudgedError(refusal + " Nothing was changed.")
             entry = {
                 "version": version,
                 "live_from": now_iso,
@@ -942,6 +1045,133 @@ class ModelRegistry:
             self._commit(key, entries, entry, card)
         logger.info("promoted %s version %s (was %s): %s", key, version, live, reason)
         return True
+
+    # ---- pausing (the arena's demotion) ----------------------------------------------------
+
+    def pause(
+        self,
+        key: ModelKey,
+        *,
+        reason: str,
+        session: str,
+        evidence: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Stop the live version of ``key`` from trading: FLAT is the champion. Returns whether
+        it was paused now (False: nothing live, or already paused).
+
+        Recorded in the history like a promotion (an entry of kind ``pause`` for the same
+        version, with the reason, the session and the change detector's ``evidence``), and the
+        production pointer says ``paused``: the live signal path emits nothing for a paused
+        model. A promotion (the arena's forward evidence) or a rollback ends the pause.
+        """
+        note = str(reason).strip()
+        if not note:
+            raise RegistryError("a pause needs a reason; it is recorded in the history")
+        if evidence is not None:
+            _dumps(dict(evidence))
+        now_iso = _iso(now)
+        with self._locked(key):
+            live, pointer_ok, entries = self._writer_view(key, now_iso)
+            if live is None or (pointer_ok and self._paused_record(key) is not None):
+                self._write_repairs(key, entries, pointer_ok, live)
+                return False
+            card, _, judgement = self._verify(key, live)
+            entry = {
+                "version": live,
+                "live_from": now_iso,
+                "live_to": None,
+                "reason": note,
+                "session": session,
+                "kind": "pause",
+                "checksum": version_checksum(card, judgement),
+                "evidence": None if evidence is None else dict(evidence),
+            }
+            self._commit(key, entries, entry, card)
+        logger.warning("paused %s version %s: %s", key, live, note)
+        return True
+
+    def paused(self, key: ModelKey) -> dict[str, Any] | None:
+        """``{since, reason, session}`` while the live version is paused, else None."""
+        return self._paused_record(key)
+
+    # ---- the arena state -------------------------------------------------------------------
+
+    def arena_governs(self, key: ModelKey) -> bool:
+        """Whether ``key`` has an arena (a session was folded into its state): from then on,
+        once a version has traded, only the arena's evidence promotes. A registry without arena
+        state (the replay's arms that keep the gates-only rule) promotes on the gates alone."""
+        return (self._model_dir(key) / ARENA_FILE).exists()
+
+    def arena(self, key: ModelKey) -> dict[str, Any] | None:
+        """The arena document of ``key`` (``{session, state, updated_at}``: ``session`` is the
+        last session folded into ``state``), or None before the first session."""
+        path = self._model_dir(key) / ARENA_FILE
+        try:
+            document = _read_json(path)
+        except FileNotFoundError:
+            return None
+        if not isinstance(document, dict) or not isinstance(document.get("state"), dict):
+            raise CorruptModelError(
+                f"{path} is not an arena state; move it aside to start the arena afresh "
+                "(every challenger's evidence restarts)"
+            )
+        return document
+
+    def arena_session(self, key: ModelKey, session: str) -> dict[str, Any] | None:
+        """What the arena recorded for ``session`` when it folded it, or None."""
+        path = self._model_dir(key) / ARENA_DIR / f"{_check_session(session)}.json"
+        try:
+            return _read_json(path)
+        except FileNotFoundError:
+            return None
+
+    def fold_arena_session(
+        self,
+        key: ModelKey,
+        session: str,
+        *,
+        computed_from: str | None,
+        state: Mapping[str, Any],
+        record: Mapping[str, Any],
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Store the arena state after ``session``, computed from the state after
+        ``computed_from`` (None: the empty arena), and what happened in it; return the document.
+
+        Compare-and-swap under the model's lock: when the stored state is no longer the one
+        after ``computed_from`` (another run folded a session meanwhile), or ``session`` was
+        folded already, ``ArenaChangedError`` is raised and nothing is written, so no session
+        is folded twice and none is lost. The session's record is written before the state
+        (a crash between leaves a record the next fold of that session overwrites).
+        """
+        _check_session(session)
+        if computed_from is not None:
+            _check_session(computed_from)
+        document = {
+            "schema": _ARENA_SCHEMA,
+            "model": key.slug,
+            "session": session,
+            "state": dict(state),
+            "updated_at": _iso(now),
+        }
+        data = _dumps(document)
+        record_data = _dumps({**record, "session": session, "computed_from": computed_from})
+        with self._locked(key):
+            current = self.arena(key)
+            stored_session = None if current is None else current["session"]
+            if stored_session != computed_from:
+                raise ArenaChangedError(
+                    f"{key}: the arena state is the one after session {stored_session or 'none'}"
+                    f", not after {computed_from or 'none'} as session {session} was computed "
+                    f"from; materialize {key.slug}/shadow_book and challenger_evidence for "
+                    "the sessions in order. Nothing was written."
+                )
+            folder = self._model_dir(key) / ARENA_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / f"{session}.json", record_data)
+            _write_atomic(self._model_dir(key) / ARENA_FILE, data)
+        return document
 
     def _write_repairs(
         self, key: ModelKey, entries: list[dict[str, Any]], pointer_ok: bool, live: str | None
@@ -992,7 +1222,7 @@ class ModelRegistry:
                     )
             else:
                 target = _check_version(to_version)
-            if target == live:
+            if target == live and not (pointer_ok and self._paused_record(key)):
                 self._write_repairs(key, entries, pointer_ok, live)
                 return live
             _, card = self.load(key, target)

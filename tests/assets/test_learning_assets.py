@@ -24,7 +24,8 @@ from tests.judgements import deploy_losing_variant, redeploy_with_rule
 def production_files(registry_root: Path) -> dict[str, bytes]:
     """Every file that defines what is live: pointer, history and the live version's files."""
     model_dir = registry_root / EURUSD.slug
-    files = {p.name: p.read_bytes() for p in model_dir.glob("*.json")}
+    # The arena's own state (arena.json) moves every session; it does not say what is live.
+    files = {p.name: p.read_bytes() for p in model_dir.glob("*.json") if p.name != "arena.json"}
     live = (model_dir / "production.json").read_text()
     for path in model_dir.glob("versions/*/*"):
         if path.parent.name in live:
@@ -122,9 +123,11 @@ def test_corrupt_production_model_fails_clearly_and_changes_nothing(deployed):
     before = production_files(p.settings.models_dir)
     result = p.run(S2)
     assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failure.step_key == "EURUSD_30T__candidate_model"
-    assert "checksum" in failure.event_specific_data.error.to_string().lower()
+    failures = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    # The candidate cannot be judged against it, nor can the arena mark it as champion.
+    assert set(failures) == {"EURUSD_30T__candidate_model", "EURUSD_30T__shadow_book"}
+    for failure in failures.values():
+        assert "checksum" in failure.event_specific_data.error.to_string().lower()
     assert production_files(p.settings.models_dir) == before
 
 
@@ -324,37 +327,30 @@ def test_backfill_of_deployed_model_alone_deploys_nothing_new(rejected):
     assert production_files(p.settings.models_dir) == before
 
 
-def test_deploying_a_candidate_judged_against_a_replaced_production_fails(deployed):
+def test_after_the_first_deployment_gates_alone_deploy_nothing(deployed):
+    """Once a model has traded, a candidate that passed every gate on its validation window is
+    not deployed, whichever way ``deployed_model`` runs: only the arena's forward evidence
+    promotes (the registry refuses anything else)."""
     p, _ = deployed
     deploy_losing_variant(p.registry, EURUSD)  # so that the S3 candidate beats production
+    live = p.registry.production_version(EURUSD)
     p.journal.add_trades(frame(losers_in(16)))
     upstream = ["session_trades", "problem_report", "EURUSD_30T/weighted_training_set"]
     judged = p.run(S3, assets=[*upstream, "EURUSD_30T/candidate_model"])
     assert judged.success
     candidate = judged.output_for_node("EURUSD_30T__candidate_model")
     assert candidate["passed"]
-    replacement = redeploy_with_rule(p.registry, EURUSD, min_confidence=0.5)
     before = production_files(p.settings.models_dir)
 
     result = materialize_alone(p, DEPLOYED, S3)
 
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = failure.event_specific_data.error.to_string()
-    assert "ProductionChangedError" in message and f"{replacement} is live now" in message
-    assert "re-run EURUSD_30T/candidate_model" in message
-    assert p.registry.production_version(EURUSD) == replacement
+    assert result.success  # a decision, not an error
+    assert deploy_metadata(result)["deployed"] is False
+    assert p.registry.production_version(EURUSD) == live
     assert production_files(p.settings.models_dir) == before
-    # Judged again (the candidate step re-run) against the model it would replace, the
-    # verdict and the deployment are about the live model.
-    again = p.run(S3, assets=["EURUSD_30T/candidate_model", DEPLOYED])
-    judgement = p.registry.judgement(EURUSD, candidate["version"])
-    assert judgement["baseline_version"] == replacement
-    passed = judgement["decision"] == "passed"
-    assert again.success == passed
-    assert p.registry.production_version(EURUSD) == (
-        candidate["version"] if passed else replacement
-    )
+    with pytest.raises(RegistryError, match="only the arena's forward evidence"):
+        p.registry.promote(EURUSD, candidate["version"], reason="by hand", session=S3)
+    assert production_files(p.settings.models_dir) == before
 
 
 def test_rollback_command_refuses_a_version_that_was_never_live(rejected, monkeypatch, capsys):

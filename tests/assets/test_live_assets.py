@@ -80,3 +80,18 @@ def test_degraded_model_is_paused_until_an_operator_enables_it(deployed, monkeyp
     assert "enabled by operator" in _metadata(tick, "live_signals")["models"]
     assert len(p.journal.open_signals()) == 1
     assert "re-enabled" in capsys.readouterr().out
+
+
+def test_a_model_the_arena_paused_emits_no_signal(deployed):
+    p, _ = deployed
+    version = _always_signal(p)
+    assert p.registry.pause(EURUSD, reason="change alarm: CUSUM 7.1 >= 6.2", session="s")
+    paused = p.monitor("2025-03-05T10:00:00+00:00")
+    assert paused.success
+    meta = _metadata(paused, "live_signals")
+    assert meta["signals_emitted"] == 0 and "paused by the arena" in meta["models"]
+    assert p.journal.open_signals().empty
+    # A rollback to the same version ends the pause: it signals again.
+    p.registry.rollback(EURUSD, to_version=version)
+    resumed = p.monitor("2025-03-05T10:00:00+00:00")
+    assert _metadata(resumed, "live_signals")["signals_emitted"] == 1

@@ -95,13 +95,14 @@ def pipeline_at(home: Path, **kwargs: object) -> FaultPipeline:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes (lock files aside: opening them is harmless)."""
+    """Every file under ``folder`` with its bytes (lock files aside: opening them is harmless;
+    the arena's state aside: it folds each session whatever the training step does)."""
     if not folder.exists():
         return {}
     return {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
+        if p.is_file() and p.name != ".lock" and p.name != "arena.json" and p.parent.name != "arena"
     }
 
 

@@ -52,7 +52,8 @@ def test_learning_run_refuses_a_damaged_production_model(deployed_home, case):
 
     assert not result.success
     failed = failures(result)
-    assert set(failed) == {"EURUSD_30T__candidate_model"}, failed
+    # Neither the candidate's judgement nor the arena's shadow book uses the damaged model.
+    assert set(failed) == {"EURUSD_30T__candidate_model", "EURUSD_30T__shadow_book"}, failed
     assert "CorruptModelError" in failed["EURUSD_30T__candidate_model"]
     assert str(path) in failed["EURUSD_30T__candidate_model"]
     assert DAMAGE[case][2] in failed["EURUSD_30T__candidate_model"]

@@ -80,13 +80,15 @@ def test_sigkill_while_training_leaves_production_byte_identical_and_rerun_conve
 
     rerun = p.run(S2)
     assert rerun.success, rerun
-    assert "EURUSD_30T__deployed_model" in succeeded(rerun)
-    assert len(_deployments(p.registry, S2)) == 1
-    sessions = [e["session"] for e in p.registry.history(EURUSD)]
-    assert sessions == [S1, LOSING_VARIANT_SESSION, S2]
+    # The re-run trains and judges the candidate; after the first deployment only the arena
+    # promotes, so it decides and production stays (deployed_model says why).
+    assert {"EURUSD_30T__candidate_model", "EURUSD_30T__deployed_model"} <= succeeded(rerun)
+    assert (values / "candidate_model" / "2025-03-04-1200.json").exists()
+    assert p.registry.production_version(EURUSD) == live
+    assert [e["session"] for e in p.registry.history(EURUSD)] == [S1, LOSING_VARIANT_SESSION]
     _assert_consistent(p.registry)
-    again = p.run(S2)  # and a second re-run deploys nothing
-    assert again.success and len(p.registry.history(EURUSD)) == 3
+    again = p.run(S2)  # and a second re-run changes nothing either
+    assert again.success and len(p.registry.history(EURUSD)) == 2
 
 
 # --- killed in the middle of a promotion ----------------------------------------------------
@@ -175,6 +177,11 @@ def test_two_partitions_promoting_at_once_lose_no_update(deployed_home, tmp_path
         prepared = p.run(session, assets=[*upstream, "EURUSD_30T/candidate_model"])
         assert prepared.success
     assert [e["session"] for e in p.registry.history(EURUSD)] == [S1, LOSING_VARIANT_SESSION]
+    # The race is the registry's compare-and-swap: without the model's arena state the gates
+    # alone may promote (as in the replay's gates-only arms); with it, neither candidate could.
+    model_dir = p.settings.models_dir / EURUSD.slug
+    (model_dir / "arena.json").unlink()
+    shutil.rmtree(model_dir / "arena")
 
     barrier = tmp_path / "barrier"
     barrier.mkdir()

@@ -29,7 +29,7 @@ from session_learning.resources.registry import (
     UnknownVersionError,
     card_digest,
 )
-from tests.judgements import judge, judge_and_promote, judgement
+from tests.judgements import arena_evidence, judge, judge_and_promote, judgement
 
 KEY = ModelKey("EURUSD", "30T")
 OTHER = ModelKey("XAUUSD", "15T")
@@ -697,7 +697,7 @@ def test_crash_between_history_and_pointer_writes_converges(reg, model, monkeypa
 def test_unreadable_pointer_is_reported_and_repaired_by_promote(reg, model):
     v1, v2 = _save(reg, model, i=0), _save(reg, model, i=1)
     _promote(reg, v1, 0)
-    reg.record_judgement(KEY, v2, judgement(v1))
+    reg.record_judgement(KEY, v2, judgement(v1, evidence=arena_evidence(v2, champion=v1)))
     (reg.root / KEY.slug / "production.json").write_text("{not json")
 
     with pytest.raises(CorruptModelError, match=r"production\.json"):
@@ -727,7 +727,7 @@ def _promote_worker(root: str, versions: list[str], worker: int, barrier) -> lis
     won, refused = [], 0
     for i, version in enumerate(versions):
         session = f"w{worker}-r{i}"
-        reg.record_judgement(KEY, version, judgement(reg.production_version(KEY)))
+        judge(reg, KEY, version)
         try:
             if reg.promote(KEY, version, reason=f"worker {worker}", session=session):
                 won.append(session)
