@@ -289,6 +289,15 @@ def cmd_enable(args: argparse.Namespace) -> int:
     if version is None:
         print(f"error: {key.slug} has no production model", file=sys.stderr)
         return 2
+    health = registry.health(key)
+    if health["status"] != "degraded" or health.get("version") not in (None, version):
+        shown = "enabled by operator" if health["status"] == "enabled" else health["status"]
+        print(
+            f"error: {key.slug} {version} is not degraded (health: {shown}); "
+            "enable only lifts a degradation pause",
+            file=sys.stderr,
+        )
+        return 2
     registry.set_health(key, "enabled", f"re-enabled by operator: {args.reason}", version=version)
     print(f"{key.slug}: {version} re-enabled; it emits signals again")
     return 0
