@@ -179,14 +179,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not keys:
         print(f"no models under {settings.models_dir}")
         return 0
+    unusable = 0
     for key in keys:
-        print(f"{key.slug}: production {registry.production_version(key) or 'none'}")
+        live = registry.production_version(key)
+        print(f"{key.slug}: production {live or 'none'}")
+        problem = _production_problem(registry, key) if live else None
+        if problem:
+            unusable += 1
+            print(f"   PRODUCTION MODEL UNUSABLE: {problem}")
         for entry in registry.history(key):
             print(
                 f"   {entry['version']}  live {entry['live_from']} .. {entry['live_to'] or 'now'}"
                 f"  ({entry['reason']})"
             )
+    if unusable:
+        print(
+            f"error: {unusable} production model(s) cannot be loaded (see above)", file=sys.stderr
+        )
+        return 1
     return 0
+
+
+def _production_problem(registry, key: ModelKey) -> str | None:
+    """Why the production model of ``key`` cannot be loaded (checksums verified), or None."""
+    from session_learning.resources.registry import RegistryError
+
+    try:
+        registry.production(key)
+    except RegistryError as exc:
+        return str(exc)
+    return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -208,6 +230,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     outcomes = OutcomeStore(journal)
     latest = outcomes.latest(m.slug for m in settings.models)
     print(f"home {settings.home}")
+    unusable = 0
     for key in settings.models:
         live = registry.production_version(key)
         history = registry.history(key) if live else []
@@ -216,6 +239,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"{key.slug:<11} production {live or 'none'} (since {since}), health {health['status']}"
         )
+        problem = _production_problem(registry, key) if live else None
+        if problem:
+            unusable += 1
+            print(block(f"PRODUCTION MODEL UNUSABLE: {problem}"))
         versions = registry.versions(key)
         if versions:
             card = registry.card(key, versions[-1])
@@ -253,6 +280,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from session_learning.settings import settings_report
 
     print("\n".join(settings_report(settings)))
+    if unusable:
+        print(
+            f"error: {unusable} production model(s) cannot be loaded (see above)", file=sys.stderr
+        )
+        return 1
     return 0
 
 
