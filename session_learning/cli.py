@@ -451,7 +451,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     end = (to_utc(args.at, "--at") if args.at else pd.Timestamp.now(tz="UTC")).floor(hours)
     start = end - hours
     print(
-        f"market data {settings.market_data}; learning at the end of the session "
+        f"market data {settings.market_data_source}; learning at the end of the session "
         f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC (default windows)"
     )
     checks = []
