@@ -147,6 +147,15 @@ def test_status_and_models_flag_a_production_model_that_fails_its_checksum(
         captured = capsys.readouterr()
         assert "PRODUCTION MODEL UNUSABLE" in captured.out and "fails its checksum" in captured.out
         assert "cannot be loaded" in captured.err
+        assert "`session-learning rollback EURUSD 30T`" in captured.out  # the command, not the API
+
+
+def test_rollback_without_an_earlier_deployment_names_the_cli_flag(deployed, monkeypatch, capsys):
+    p, _ = deployed
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
+    assert main(["rollback", "EURUSD", "30T"]) != 0
+    err = capsys.readouterr().err
+    assert "session-learning rollback EURUSD 30T --to VERSION" in err
 
 
 def test_rollback_command_restores_the_earlier_version(deployed, monkeypatch, capsys):
