@@ -57,10 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     journal.add_trades(new)
     if not present:
         journal.add_trades(malformed_examples(trades))
-    print(
-        f"journal {journal.url}: {len(new)} new demo trades "
-        f"({len(trades)} in {args.sessions} sessions {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC)"
-    )
+    print(f"journal {journal.url}: {_demo_trades_line(new, trades, start, end, args.sessions)}")
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def("session_learning_job")
@@ -139,6 +136,23 @@ def _step_errors(result) -> dict[str, str]:
     return errors
 
 
+def _demo_trades_line(
+    new: pd.DataFrame, trades: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, sessions: int
+) -> str:
+    """How many demo trades were journaled and how many the sessions hold: a trade belongs to
+    the session [start, end) containing its exit, so one exiting at ``end`` is the next one's."""
+    exits = pd.to_datetime(trades["exit_time"], utc=True)
+    inside = int(((exits >= start) & (exits < end)).sum())
+    line = (
+        f"{len(new)} new demo trades ({inside} in {sessions} sessions "
+        f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
+    )
+    later = int((exits >= end).sum())
+    return line + (
+        f"; {later} exiting at or after the end belong to later sessions)" if later else ")"
+    )
+
+
 def _print_partition(result, settings: Settings, registry) -> None:
     errors = _step_errors(result)
     for step, message in errors.items():
@@ -157,7 +171,8 @@ def _print_partition(result, settings: Settings, registry) -> None:
             candidate = result.output_for_node(node)
         except Exception:  # not materialized: the plan left the model untouched
             plan = report["plans"].get(model.slug, {})
-            print(f"   {model.slug:<11} untouched ({'; '.join(plan.get('reasons', []))})")
+            reasons = [r.removeprefix("untouched: ") for r in plan.get("reasons", [])]
+            print(f"   {model.slug:<11} untouched ({'; '.join(reasons)})")
             continue
         m = candidate["metrics"]
         pf = "inf" if m["profit_factor"] is None else f"{m['profit_factor']:.2f}"

@@ -472,7 +472,8 @@ class TradeJournal:
                 yield conn
         except sa.exc.OperationalError as exc:
             raise JournalUnavailableError(
-                f"trade journal {redact_url(self.url)} is unreachable: {exc.orig}. "
+                f"trade journal {redact_url(self.url)} is unreachable: "
+                f"{' '.join(str(exc.orig).split()).rstrip('.')}. "
                 "Check that the database is running and the URL is right; nothing was written."
             ) from exc
         except sa.exc.SQLAlchemyError as exc:
