@@ -57,10 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     journal.add_trades(new)
     if not present:
         journal.add_trades(malformed_examples(trades))
-    print(
-        f"journal {journal.url}: {len(new)} new demo trades "
-        f"({len(trades)} in {args.sessions} sessions {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC)"
-    )
+    print(f"journal {journal.url}: {_demo_trades_line(new, trades, start, end, args.sessions)}")
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def("session_learning_job")
@@ -139,6 +136,23 @@ def _step_errors(result) -> dict[str, str]:
     return errors
 
 
+def _demo_trades_line(
+    new: pd.DataFrame, trades: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, sessions: int
+) -> str:
+    """How many demo trades were journaled and how many the sessions hold: a trade belongs to
+    the session [start, end) containing its exit, so one exiting at ``end`` is the next one's."""
+    exits = pd.to_datetime(trades["exit_time"], utc=True)
+    inside = int(((exits >= start) & (exits < end)).sum())
+    line = (
+        f"{len(new)} new demo trades ({inside} in {sessions} sessions "
+        f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
+    )
+    later = int((exits >= end).sum())
+    return line + (
+        f"; {later} exiting at or after the end belong to later sessions)" if later else ")"
+    )
+
+
 def _print_partition(result, settings: Settings, registry) -> None:
     errors = _step_errors(result)
     for step, message in errors.items():
@@ -157,7 +171,8 @@ def _print_partition(result, settings: Settings, registry) -> None:
             candidate = result.output_for_node(node)
         except Exception:  # not materialized: the plan left the model untouched
             plan = report["plans"].get(model.slug, {})
-            print(f"   {model.slug:<11} untouched ({'; '.join(plan.get('reasons', []))})")
+            reasons = [r.removeprefix("untouched: ") for r in plan.get("reasons", [])]
+            print(f"   {model.slug:<11} untouched ({'; '.join(reasons)})")
             continue
         m = candidate["metrics"]
         pf = "inf" if m["profit_factor"] is None else f"{m['profit_factor']:.2f}"
@@ -179,14 +194,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not keys:
         print(f"no models under {settings.models_dir}")
         return 0
+    unusable = 0
     for key in keys:
-        print(f"{key.slug}: production {registry.production_version(key) or 'none'}")
+        live = registry.production_version(key)
+        print(f"{key.slug}: production {live or 'none'}")
+        problem = _production_problem(registry, key) if live else None
+        if problem:
+            unusable += 1
+            print(f"   PRODUCTION MODEL UNUSABLE: {problem}")
         for entry in registry.history(key):
             print(
                 f"   {entry['version']}  live {entry['live_from']} .. {entry['live_to'] or 'now'}"
                 f"  ({entry['reason']})"
             )
+    if unusable:
+        print(
+            f"error: {unusable} production model(s) cannot be loaded (see above)", file=sys.stderr
+        )
+        return 1
     return 0
+
+
+def _production_problem(registry, key: ModelKey) -> str | None:
+    """Why the production model of ``key`` cannot be loaded (checksums verified), or None."""
+    from session_learning.resources.registry import RegistryError
+
+    try:
+        registry.production(key)
+    except RegistryError as exc:
+        return str(exc)
+    return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -208,6 +245,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     outcomes = OutcomeStore(journal)
     latest = outcomes.latest(m.slug for m in settings.models)
     print(f"home {settings.home}")
+    unusable = 0
     for key in settings.models:
         live = registry.production_version(key)
         history = registry.history(key) if live else []
@@ -216,6 +254,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"{key.slug:<11} production {live or 'none'} (since {since}), health {health['status']}"
         )
+        problem = _production_problem(registry, key) if live else None
+        if problem:
+            unusable += 1
+            print(block(f"PRODUCTION MODEL UNUSABLE: {problem}"))
         versions = registry.versions(key)
         if versions:
             card = registry.card(key, versions[-1])
@@ -255,6 +297,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from session_learning.settings import settings_report
 
     print("\n".join(settings_report(settings)))
+    if unusable:
+        print(
+            f"error: {unusable} production model(s) cannot be loaded (see above)", file=sys.stderr
+        )
+        return 1
     return 0
 
 
@@ -335,6 +382,15 @@ def cmd_enable(args: argparse.Namespace) -> int:
     version = registry.production_version(key)
     if version is None:
         print(f"error: {key.slug} has no production model", file=sys.stderr)
+        return 2
+    health = registry.health(key)
+    if health["status"] != "degraded" or health.get("version") not in (None, version):
+        shown = "enabled by operator" if health["status"] == "enabled" else health["status"]
+        print(
+            f"error: {key.slug} {version} is not degraded (health: {shown}); "
+            "enable only lifts a degradation pause",
+            file=sys.stderr,
+        )
         return 2
     registry.set_health(key, "enabled", f"re-enabled by operator: {args.reason}", version=version)
     print(f"{key.slug}: {version} re-enabled; it emits signals again")
@@ -457,7 +513,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     end = (to_utc(args.at, "--at") if args.at else pd.Timestamp.now(tz="UTC")).floor(hours)
     start = end - hours
     print(
-        f"market data {settings.market_data}; learning at the end of the session "
+        f"market data {settings.market_data_source}; learning at the end of the session "
         f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC (default windows)"
     )
     checks = []

@@ -64,6 +64,8 @@ def build_market_data(settings: Settings) -> MarketDataResource:
 def build_learning_settings(settings: Settings) -> LearningSettingsResource:
     """The learning settings with the windows of the settings file, if any."""
     shared, per_model = settings.learning_windows()
+    if settings.spreads:
+        shared["spreads"] = {**LearningSettingsResource().spreads, **dict(settings.spreads)}
     return LearningSettingsResource(
         **shared, model_windows={slug: ModelWindowsConfig(**w) for slug, w in per_model.items()}
     )

@@ -208,6 +208,7 @@ class Settings:
     polygon_page_size: int | None = None
     model_settings: ModelSettingsFile = field(default_factory=ModelSettingsFile)
     calendars: tuple[tuple[str, str], ...] = ()  # (symbol or "*", calendar name) overrides
+    spreads: tuple[tuple[str, float], ...] = ()  # (symbol, round-trip spread) beyond the defaults
 
     @property
     def default_journal_url(self) -> str:
@@ -299,6 +300,8 @@ class Settings:
         models = parse_models(text) if text else DEFAULT_MODELS
         page_size = env.get("SESSION_LEARNING_POLYGON_PAGE_SIZE") or None
         settings_file = env.get(SETTINGS_FILE_VAR) or None
+        spreads = parse_spreads(env.get(SPREADS_VAR, ""))
+        _require_spreads(models, dict(spreads))
         return cls(
             home=home,
             models=models,
@@ -310,6 +313,7 @@ class Settings:
             polygon_base_url=env.get("SESSION_LEARNING_POLYGON_BASE_URL") or None,
             polygon_page_size=_int(page_size, "SESSION_LEARNING_POLYGON_PAGE_SIZE"),
             calendars=parse_calendars(env.get("SESSION_LEARNING_CALENDARS", "")),
+            spreads=spreads,
             model_settings=(
                 ModelSettingsFile.read(Path(settings_file), models)
                 if settings_file
@@ -362,6 +366,39 @@ def _int(text: str | None, name: str) -> int | None:
         return int(text)
     except ValueError:
         raise SettingsError(f"{name}={text!r} is not a whole number") from None
+
+
+SPREADS_VAR = "SESSION_LEARNING_SPREADS"
+
+
+def parse_spreads(text: str) -> tuple[tuple[str, float], ...]:
+    """``FOOBAR:0.0002,EURUSD:0.0001`` as ``(symbol, round-trip spread in price units)``."""
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        symbol, sep, value = part.partition(":")
+        try:
+            spread = float(value) if sep and symbol.strip() else -1.0
+        except ValueError:
+            spread = -1.0
+        if not spread >= 0:
+            raise SettingsError(
+                f"{SPREADS_VAR} entry {part!r}: expected SYMBOL:SPREAD (round-trip, in price "
+                "units, >= 0), e.g. FOOBAR:0.0002"
+            )
+        pairs.append((symbol.strip().upper(), spread))
+    return tuple(pairs)
+
+
+def _require_spreads(models: tuple[ModelKey, ...], spreads: dict[str, float]) -> None:
+    """Refuse a model whose symbol has no spread: a backtest without costs flatters it."""
+    from session_learning.domain.learning import DEFAULT_COSTS
+
+    missing = sorted({m.symbol for m in models} - set(DEFAULT_COSTS) - set(spreads))
+    if missing:
+        raise SettingsError(
+            f"no spread configured for {', '.join(missing)} (SESSION_LEARNING_MODELS); set "
+            f"{SPREADS_VAR}={','.join(f'{s}:<round-trip spread in price units>' for s in missing)}"
+        )
 
 
 def parse_calendars(text: str) -> tuple[tuple[str, str], ...]:

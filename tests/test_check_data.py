@@ -106,3 +106,13 @@ def test_calendars_are_chosen_per_symbol_from_the_environment(tmp_path):
     for wrong, message in (("SPY", "expected SYMBOL:CALENDAR"), ("SPY:NYSEX", "unknown trading")):
         with pytest.raises(ValueError, match=message):
             Settings.from_env({**env, "SESSION_LEARNING_CALENDARS": wrong})
+
+
+def test_check_data_names_the_default_synthetic_source(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SESSION_LEARNING_MARKET_DATA", raising=False)
+    monkeypatch.delenv("SESSION_LEARNING_JOURNAL_URL", raising=False)
+    monkeypatch.setenv("SESSION_LEARNING_MODELS", "EURUSD:30T")
+    main(["check-data", "--at", AT])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("market data synthetic;"), first

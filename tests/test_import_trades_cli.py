@@ -193,3 +193,27 @@ def test_text_longer_than_its_column_names_the_line_on_every_database(run, journ
     assert code == 2
     assert f"{path} line 3: exit_reason is 40 characters long, the journal keeps at most 32" in line
     assert journal.count_trades() == 0
+
+
+def test_a_naive_exit_time_is_quarantined_with_its_reason_and_counted(run, journal, tmp_path):
+    path = tmp_path / "naive.csv"
+    rows = _rows(2)
+    rows.loc[1, "exit_time"] = "2025-01-06T05:00:00"  # no UTC offset
+    rows.to_csv(path, index=False)
+    code, out, err = run(str(path))
+    assert (code, err) == (0, "")
+    assert "written: 2" in out and "unplaceable: 1" in out
+    [line] = [x for x in out.splitlines() if x.startswith("quarantined:")]
+    assert "line 3: trade_id 'c1': exit_time naive timestamp without UTC offset" in line
+    assert journal.count_trades() == 2  # kept, nothing lost
+
+
+def test_the_demo_counts_its_trades_by_the_sessions_half_open_rule():
+    start, end = pd.Timestamp("2025-01-06T16:00Z"), pd.Timestamp("2025-01-07T00:00Z")
+    trades = pd.DataFrame(
+        {"exit_time": ["2025-01-06T16:00:00+00:00", "2025-01-06T23:30:00+00:00", end.isoformat()]}
+    )
+    line = cli._demo_trades_line(trades, trades, start, end, 2)
+    assert line.startswith("3 new demo trades (2 in 2 sessions 2025-01-06 16:00 .. ")
+    assert "1 exiting at or after the end belong to later sessions" in line
+    assert cli._demo_trades_line(trades[:2], trades[:2], start, end, 2).endswith("UTC)")

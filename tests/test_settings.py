@@ -338,3 +338,21 @@ def test_status_says_when_the_source_is_not_chosen(tmp_path, monkeypatch, capsys
     assert "settings: code defaults (SESSION_LEARNING_SETTINGS unset)" in out
     assert "  market data: NOT CHOSEN: SESSION_LEARNING_MARKET_DATA is not set" in out
     assert "  15T models: training 6000, validation 3000, warm-up 300 bars, max gap 24h" in out
+
+
+def test_a_symbol_without_a_spread_is_refused_when_the_settings_load():
+    env = {"SESSION_LEARNING_MODELS": "EURUSD:30T,FOOBAR:30T"}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    message = str(raised.value)
+    assert "\n" not in message and "no spread configured for FOOBAR" in message
+    assert "SESSION_LEARNING_SPREADS=FOOBAR:" in message
+
+    settings = Settings.from_env({**env, "SESSION_LEARNING_SPREADS": "foobar:0.0002"})
+    from session_learning.definitions import build_resources
+
+    learning = build_resources(settings)["learning_settings"]
+    assert learning.costs("FOOBAR").spread == 0.0002
+    assert learning.costs("EURUSD").spread == 0.00008  # the defaults stay
+    with pytest.raises(SettingsError, match="SESSION_LEARNING_SPREADS entry 'FOOBAR'"):
+        Settings.from_env({**env, "SESSION_LEARNING_SPREADS": "FOOBAR"})

@@ -134,6 +134,14 @@ def build_live_assets(models: tuple[ModelKey, ...]) -> list[dg.AssetsDefinition]
             )
             verdict = assess_health(trades, rule)
             overridden = record["status"] == "enabled" and record.get("version") == version
+            if overridden:
+                # The override lifts only the pause it was given for: trades closed after it
+                # are judged on their own, and a new degradation pauses the version again.
+                since = pd.Timestamp(record["updated_at"])
+                later = trades[pd.to_datetime(trades["exit_time"], utc=True) > since]
+                later_verdict = assess_health(later, rule)
+                if later_verdict.status == "degraded":
+                    overridden, verdict = False, later_verdict
             health = "enabled by operator" if overridden else verdict.status
             if not overridden and verdict.status != record["status"]:
                 reg.set_health(key, verdict.status, verdict.reason, version=version)

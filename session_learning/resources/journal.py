@@ -191,7 +191,7 @@ class Conflict:
 @dataclass
 class ImportReport:
     """What an import did with every line of the file: each is ``written``,
-    ``already_present`` or a conflict (``corrected`` when applied). ``unplaceable`` and
+    ``already_present`` or a conflict (``corrected`` when applied). ``unplaceable`` (a time the contract refuses) and
     ``not_numbers`` count the lines the session rules will quarantine for what they wrote."""
 
     path: str
@@ -227,13 +227,20 @@ class ImportReport:
 
     def note_row(self, line: int, row: dict) -> None:
         """Remember rows the session rules will quarantine for what the file wrote."""
-        if row["exit_time_us"] is None:
+        # A time the contract refuses (naive, epoch, out of range, missing) quarantines the row;
+        # a naive exit_time is read as UTC only so that session's check lists the row.
+        problems = []
+        for column in ("exit_time", "entry_time"):
+            _, problem = parse_utc_timestamp(row[column])
+            if problem is not None:
+                problems.append(f"{column} {problem}")
+        if row["exit_time_us"] is None and not problems:
+            problems.append("exit_time cannot be placed")
+        if problems:
             self.unplaceable_count += 1
             if len(self.unplaceable) < _SAMPLES:
-                _, problem = parse_utc_timestamp(row["exit_time"])
                 self.unplaceable.append(
-                    f"{self.path} line {line}: trade_id {row['trade_id']!r}: exit_time "
-                    f"{problem or 'cannot be placed'}"
+                    f"{self.path} line {line}: trade_id {row['trade_id']!r}: " + "; ".join(problems)
                 )
         for column, text in (row.get(RAW_KEY) or {}).items():
             self.not_numbers_count += 1
@@ -500,7 +507,8 @@ class TradeJournal:
                 yield conn
         except sa.exc.OperationalError as exc:
             raise JournalUnavailableError(
-                f"trade journal {redact_url(self.url)} is unreachable: {exc.orig}. "
+                f"trade journal {redact_url(self.url)} is unreachable: "
+                f"{' '.join(str(exc.orig).split()).rstrip('.')}. "
                 "Check that the database is running and the URL is right; nothing was written."
             ) from exc
         except sa.exc.SQLAlchemyError as exc:

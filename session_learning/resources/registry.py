@@ -257,7 +257,8 @@ def _check_session(session: object) -> str:
 def _remedy(key: ModelKey, version: str) -> str:
     return (
         f"Do not deploy {key} version {version}: if it is live, roll production back to a "
-        "known-good version (ModelRegistry.rollback); retrain the session to write a fresh version."
+        f"known-good version (`session-learning rollback {key.symbol} {key.timeframe}`, "
+        "ModelRegistry.rollback in Python); retrain the session to write a fresh version."
     )
 
 
@@ -709,7 +710,8 @@ class ModelRegistry:
         raise CorruptModelError(
             f"{problem}. The live model of {key} is unknown: the last entry of "
             f"{path.with_name(HISTORY_FILE)} names the version that was live; re-point "
-            "production with ModelRegistry.rollback(key, to_version=...) or promote(...)."
+            f"production with `session-learning rollback {key.symbol} {key.timeframe} --to "
+            "VERSION` (ModelRegistry.rollback in Python) or promote(...)."
         )
 
     def _read_history(self, key: ModelKey) -> list[dict[str, Any]]:
@@ -1217,8 +1219,10 @@ class ModelRegistry:
                 target = _previous_version(entries, live)
                 if target is None:
                     raise RegistryError(
-                        f"{key}: no earlier deployment to roll back to from {live}; pass "
-                        f"to_version= (known versions: {', '.join(self.versions(key)[-5:])})"
+                        f"{key}: no earlier deployment to roll back to from {live}; name one: "
+                        f"`session-learning rollback {key.symbol} {key.timeframe} --to VERSION` "
+                        f"(to_version= in Python; known versions: "
+                        f"{', '.join(self.versions(key)[-5:])})"
                     )
             else:
                 target = _check_version(to_version)

@@ -131,6 +131,36 @@ def test_corrupt_production_model_fails_clearly_and_changes_nothing(deployed):
     assert production_files(p.settings.models_dir) == before
 
 
+def test_status_and_models_flag_a_production_model_that_fails_its_checksum(
+    deployed, monkeypatch, capsys
+):
+    p, _ = deployed
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
+    monkeypatch.setenv("SESSION_LEARNING_MODELS", "EURUSD:30T")
+    monkeypatch.delenv("SESSION_LEARNING_JOURNAL_URL", raising=False)
+    assert main(["status"]) == 0 and main(["models"]) == 0
+    assert "UNUSABLE" not in capsys.readouterr().out
+    live = p.registry.production_version(EURUSD)
+    model_file = p.settings.models_dir / EURUSD.slug / "versions" / live / "model.cbm"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    for command in ("status", "models"):
+        assert main([command]) == 1
+        captured = capsys.readouterr()
+        assert "PRODUCTION MODEL UNUSABLE" in captured.out and "fails its checksum" in captured.out
+        assert "cannot be loaded" in captured.err
+        assert "`session-learning rollback EURUSD 30T`" in captured.out  # the command, not the API
+
+
+def test_rollback_without_an_earlier_deployment_names_the_cli_flag(deployed, monkeypatch, capsys):
+    p, _ = deployed
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
+    assert main(["rollback", "EURUSD", "30T"]) != 0
+    err = capsys.readouterr().err
+    assert "session-learning rollback EURUSD 30T --to VERSION" in err
+
+
 def test_rollback_command_restores_the_earlier_version(deployed, monkeypatch, capsys):
     p, _ = deployed
     first = p.registry.production_version(EURUSD)

@@ -3,6 +3,8 @@ trades exactly once, and a degraded model paused until an operator re-enables it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pandas as pd
 
 from session_learning.cli import main
@@ -95,3 +97,56 @@ def test_a_model_the_arena_paused_emits_no_signal(deployed):
     p.registry.rollback(EURUSD, to_version=version)
     resumed = p.monitor("2025-03-05T10:00:00+00:00")
     assert _metadata(resumed, "live_signals")["signals_emitted"] == 1
+
+
+def _losers(version: str, day: str) -> pd.DataFrame:
+    """40 trades of ``version`` exiting on ``day``: 10 winners (+2R), 30 losers (-1R)."""
+    rows = [
+        {
+            **trade(
+                win=i % 4 == 0,
+                entry_time=f"{day}T{i % 20:02d}:00:00+00:00",
+                exit_time=f"{day}T{i % 20:02d}:30:00+00:00",
+            ),
+            "model_version": version,
+        }
+        for i in range(40)
+    ]
+    return frame(rows)
+
+
+def test_enable_refuses_a_model_that_is_not_degraded(deployed, monkeypatch, capsys):
+    p, _ = deployed
+    version = _always_signal(p)
+    monkeypatch.setenv("SESSION_LEARNING_HOME", str(p.settings.home))
+    assert main(["enable", "EURUSD", "30T", "--reason", "test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not degraded" in err and version in err
+    assert p.registry.health(EURUSD)["status"] == "ok"  # nothing recorded
+
+    p.journal.add_trades(_losers(version, "2025-03-05"))
+    p.configure()
+    tick = p.monitor("2025-03-05T22:00:00+00:00")
+    assert "paused: degraded" in _metadata(tick, "live_signals")["models"]
+
+
+def test_an_override_does_not_outlive_a_later_degradation(deployed):
+    p, _ = deployed
+    version = _always_signal(p)
+    p.journal.add_trades(_losers(version, "2025-03-05"))
+    p.configure()
+    p.monitor("2025-03-05T22:00:00+00:00")
+    assert p.registry.health(EURUSD)["status"] == "degraded"
+    given = datetime(2025, 3, 5, 23, tzinfo=UTC)
+    p.registry.set_health(EURUSD, "enabled", "reviewed", version=version, now=given)
+
+    tick = p.monitor("2025-03-06T00:00:00+00:00")  # the pause it was given for is lifted
+    assert "enabled by operator" in _metadata(tick, "live_signals")["models"]
+    assert len(p.journal.open_signals()) == 1
+
+    p.journal.add_trades(_losers(version, "2025-03-07"))  # closed after the override
+    tick = p.monitor("2025-03-07T22:00:00+00:00")
+    meta = _metadata(tick, "live_signals")
+    assert meta["degraded"] == 1 and "paused: degraded" in meta["models"]
+    assert p.registry.health(EURUSD)["status"] == "degraded"
+    assert list(p.journal.alerts()["kind"]) == ["degraded", "degraded"]

@@ -111,6 +111,8 @@ def test_unreachable_database_is_a_clear_error():
         TradeJournal(url).count_trades()
     assert "s3cret" not in str(info.value)
     assert "***" in redact_url(url)
+    message = str(info.value)
+    assert "\n" not in message and "..." not in message and " ." not in message  # one line
 
 
 # --- import-trades: nothing written is lost ---------------------------------------------------
