@@ -867,8 +867,8 @@ class TradeJournal:
                     f"{row.get('signal_time')} lacks {', '.join(missing)}; nothing was written"
                 )
             batch.append({**{c: row[c] for c in SHADOW_TRADE_COLUMNS}, "recorded_at": now})
-        if not batch:
-            return 0, 0
+        # Connects even for an empty batch: a session's shadow book is recorded in the journal,
+        # so an unreachable journal stops the session's arena fold rather than skipping it.
         with self._connect() as conn:
             metadata.create_all(conn)
             if conn.dialect.name == "postgresql":

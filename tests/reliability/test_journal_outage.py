@@ -53,7 +53,10 @@ def test_journal_on_a_closed_port_fails_session_trades_and_writes_nothing(tmp_pa
     result = p.run(S1)
     assert not result.success
     _journal_down(result, "session_trades", "hunter2-s3cret")
-    assert set(failures(result)) == {"session_trades"} and not succeeded(result)
+    # The arena's shadow book is recorded in the journal too: it fails the same way.
+    _journal_down(result, "EURUSD_30T__shadow_book", "hunter2-s3cret")
+    assert set(failures(result)) == {"session_trades", "EURUSD_30T__shadow_book"}
+    assert not succeeded(result)
     for folder in (p.settings.values_dir, p.settings.exports_dir, p.settings.models_dir):
         assert tree(folder) == {}
 
@@ -78,8 +81,9 @@ def test_postgres_stopped_before_the_run_then_back_converges(pg_cluster, tmp_pat
 
 
 class StopsPostgresOnFirstRead(SyntheticMarketDataResource):
-    """Synthetic bars whose first read stops the PostgreSQL cluster: the outage lands after
-    the session steps read the journal and before the training set's own journal read."""
+    """Synthetic bars whose first read stops the PostgreSQL cluster: the outage lands inside
+    the run, before the shadow book's or the training set's own journal write or read
+    (whichever step reads bars first)."""
 
     cluster_version: str
     cluster_name: str
@@ -114,16 +118,23 @@ def test_postgres_stopped_mid_run_fails_clearly_and_rerun_converges(
     broken = _on_postgres(home, pg_cluster.url, monkeypatch, resources={"market_data": stopping})
     result = broken.run(S2)
     assert not result.success
-    _journal_down(result, "EURUSD_30T__weighted_training_set", pg_cluster.password)
-    assert {"session_trades", "trade_exports", "problem_report"} <= succeeded(result)
+    # The outage lands at the first bars read: the shadow book's or the training set's,
+    # whichever step runs first; every step after it that needs the journal fails too.
+    down = {"EURUSD_30T__shadow_book", "EURUSD_30T__weighted_training_set"} & set(failures(result))
+    assert down, failures(result)
+    for step in down:
+        _journal_down(result, step, pg_cluster.password)
     assert not {"EURUSD_30T__candidate_model", "EURUSD_30T__deployed_model"} & succeeded(result)
     assert production_files(p.settings.models_dir) == before
 
     pg_cluster.start()
     again = p.run(S2)
     assert again.success
+    # After the first deployment only the arena promotes: the re-run judges S2's candidate
+    # and production stays the variant; the arena folded S2 once.
     sessions = [e["session"] for e in p.registry.history(EURUSD)]
-    assert sessions == [S1, LOSING_VARIANT_SESSION, S2]
+    assert sessions == [S1, LOSING_VARIANT_SESSION]
+    assert p.registry.arena(EURUSD)["session"] == S2
 
 
 # --- stopped inside the monitor's write -----------------------------------------------------
