@@ -282,7 +282,14 @@ def build_model_assets(
             )
             store.record_judgement(key, version, judgement.to_record())
         gates, passed = judgement.gates, judgement.passed
-        decision = ("passed every gate: will be deployed" if passed else judgement.summary) + (
+        if not passed:
+            outcome = judgement.summary
+        elif baseline is not None and store.arena(key) is not None:
+            # After the first deployment only the arena's forward evidence promotes.
+            outcome = "passed every gate: enters the arena as a challenger"
+        else:
+            outcome = "passed every gate: will be deployed"
+        decision = outcome + (
             f" (judgement of {judgement.judged_at}, kept: this version went live)" if kept else ""
         )
         m = candidate_result.metrics
