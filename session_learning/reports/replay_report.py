@@ -69,11 +69,17 @@ def _ci(r: np.ndarray, times: pd.Series, window: tuple, seed: int) -> tuple[floa
     no second model: its difference is the expectancy itself."""
     if len(r) == 0:
         return (0.0, 0.0)
-    cmp = paired_bootstrap_expectancy(
-        r,
-        times,
-        np.empty(0),
-        pd.DatetimeIndex([], tz="UTC"),
+    cmp = _paired(r, times, np.empty(0), pd.DatetimeIndex([], tz="UTC"), window, seed)
+    return (cmp.lower, cmp.upper)
+
+
+def _paired(r_a, times_a, r_b, times_b, window: tuple, seed: int):
+    """The report's paired bootstrap of two trade streams' expectancy (daily blocks)."""
+    return paired_bootstrap_expectancy(
+        r_a,
+        times_a,
+        r_b,
+        times_b,
         window[0],
         window[1],
         BOOTSTRAP_BLOCK,
@@ -81,7 +87,18 @@ def _ci(r: np.ndarray, times: pd.Series, window: tuple, seed: int) -> tuple[floa
         confidence=CONFIDENCE,
         seed=seed,
     )
-    return (cmp.lower, cmp.upper)
+
+
+def _paired_trades(a: pd.DataFrame, b: pd.DataFrame, window: tuple, seed: int):
+    """``_paired`` on two trade frames (``r_multiple``, ``exit_time``)."""
+    return _paired(
+        a["r_multiple"].to_numpy(dtype=float),
+        pd.DatetimeIndex(a["exit_time"]),
+        b["r_multiple"].to_numpy(dtype=float),
+        pd.DatetimeIndex(b["exit_time"]),
+        window,
+        seed,
+    )
 
 
 def _ordered(trades: pd.DataFrame) -> pd.DataFrame:
@@ -130,18 +147,7 @@ def _arm_summary(run, risk: float, window: tuple, seed: int) -> dict:
 
 def _comparison(a, b, window: tuple, seed: int) -> dict:
     ta, tb = _ordered(a.trades), _ordered(b.trades)
-    cmp = paired_bootstrap_expectancy(
-        ta["r_multiple"].to_numpy(dtype=float),
-        pd.DatetimeIndex(ta["exit_time"]),
-        tb["r_multiple"].to_numpy(dtype=float),
-        pd.DatetimeIndex(tb["exit_time"]),
-        window[0],
-        window[1],
-        BOOTSTRAP_BLOCK,
-        n_boot=BOOTSTRAP_SAMPLES,
-        confidence=CONFIDENCE,
-        seed=seed,
-    )
+    cmp = _paired_trades(ta, tb, window, seed)
     same = ["trade_id", "exit_time", "r_multiple"]
     if len(ta) == 0 or len(tb) == 0:
         verdict = "cannot compare: an arm made no trades"
@@ -426,18 +432,7 @@ def _arena(result: ReplayResult, tagged: dict[str, pd.DataFrame] | None, seed: i
         if other not in picked or not len(picked[other]) or not len(picked["session_learning"]):
             continue
         a, b = picked["session_learning"], picked[other]
-        cmp = paired_bootstrap_expectancy(
-            a["r_multiple"].to_numpy(dtype=float),
-            pd.DatetimeIndex(a["exit_time"]),
-            b["r_multiple"].to_numpy(dtype=float),
-            pd.DatetimeIndex(b["exit_time"]),
-            window[0],
-            window[1],
-            BOOTSTRAP_BLOCK,
-            n_boot=BOOTSTRAP_SAMPLES,
-            confidence=CONFIDENCE,
-            seed=seed,
-        )
+        cmp = _paired_trades(a, b, window, seed)
         versus.append({"b": other, "difference_r": cmp.difference, "ci": [cmp.lower, cmp.upper]})
     out["after_adverse_versus"] = versus
     return out
