@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.synthetic import generate_bars
 from session_learning.resources.market_data import write_bars
 

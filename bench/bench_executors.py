@@ -36,14 +36,14 @@ from _common import BENCH, REPO, arguments, header, write_results
 
 from session_learning.definitions import build_definitions
 from session_learning.domain.demo import simulate_trades
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.synthetic import generate_bars
+from session_learning.domain.training import LearningConfig
 from session_learning.executors import CELERY_CONFIG_VAR, EXECUTOR_VAR, build_executor
 from session_learning.jobs import LEARNING_JOB
 from session_learning.replay import ReplayConfig, SyntheticBars, run_replay
 from session_learning.resources.journal import TradeJournal
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.resources.registry import ModelRegistry
 from session_learning.settings import Settings
 

@@ -29,8 +29,8 @@ import pandas as pd
 from _common import arguments, header, write_results
 
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import LearningConfig
 from session_learning.replay import ReplayConfig, SyntheticBars, run_replay
 
 ARM = "periodic"

@@ -38,18 +38,18 @@ from session_learning.definitions import build_definitions
 from session_learning.domain.analysis import LearningRules, RetrainPlan, analyze_session
 from session_learning.domain.demo import simulate_trades
 from session_learning.domain.gates import judge
-from session_learning.domain.learning import (
+from session_learning.domain.keys import DEFAULT_MODELS, ModelKey
+from session_learning.domain.synthetic import generate_bars
+from session_learning.domain.trades import valid_trades, validate_trades
+from session_learning.domain.training import (
     build_training_set,
     effective_plan,
     evaluate_production,
     train_candidate,
 )
-from session_learning.domain.models import DEFAULT_MODELS, ModelKey
-from session_learning.domain.synthetic import generate_bars
-from session_learning.domain.trades import valid_trades, validate_trades
 from session_learning.jobs import LEARNING_JOB
 from session_learning.resources.journal import TradeJournal
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.resources.registry import ModelRegistry
 from session_learning.settings import Settings
 
@@ -233,7 +233,7 @@ import json, resource, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import bench_session as b
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 with tempfile.TemporaryDirectory() as root:
     settings = b.new_home(Path(root), b.NINE_MODELS)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from session_learning.domain.models import ModelKey, UnknownModelError
+from session_learning.domain.keys import ModelKey, UnknownModelError
 from session_learning.settings import Settings
 
 DEMO_END = "2025-06-05T00:00:00Z"
@@ -32,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from session_learning.definitions import build_definitions, build_resources
     from session_learning.domain.demo import malformed_examples, simulate_trades
-    from session_learning.domain.learning import DEFAULT_COSTS
+    from session_learning.domain.training import DEFAULT_COSTS
 
     # A model the session leaves alone has no candidate, so its gates have nothing to judge;
     # Dagster warns about that for every skipped model. The summary below says "untouched".
@@ -503,7 +503,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     from session_learning.assets.data_checks import check_model_history
     from session_learning.definitions import build_market_data
     from session_learning.domain.bars import to_utc
-    from session_learning.resources.learning import LearningSettingsResource
+    from session_learning.resources.learning_settings import LearningSettingsResource
 
     started = time.perf_counter()
     settings = Settings.from_env()

@@ -13,9 +13,12 @@ from session_learning.executors import build_executor
 from session_learning.jobs import build_jobs
 from session_learning.partitions import build_session_partitions
 from session_learning.resources.arena import ArenaSettingsResource
-from session_learning.resources.files import TradeExportsResource
+from session_learning.resources.exports import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
-from session_learning.resources.learning import LearningSettingsResource, ModelWindowsConfig
+from session_learning.resources.learning_settings import (
+    LearningSettingsResource,
+    ModelWindowsConfig,
+)
 from session_learning.resources.market_data import (
     FileMarketDataResource,
     MarketDataResource,

@@ -39,8 +39,8 @@ import pandas as pd
 import yaml
 
 from session_learning.domain.bars import DEFAULT_MAX_GAP
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import DEFAULT_MODELS, TIMEFRAMES, ModelKey, parse_models
+from session_learning.domain.keys import DEFAULT_MODELS, TIMEFRAMES, ModelKey, parse_models
+from session_learning.domain.training import LearningConfig
 from session_learning.partitions import DEFAULT_SESSION_HOURS, DEFAULT_START
 
 JOURNAL_URL_VAR = "SESSION_LEARNING_JOURNAL_URL"
@@ -391,7 +391,7 @@ def parse_spreads(text: str) -> tuple[tuple[str, float], ...]:
 
 def _require_spreads(models: tuple[ModelKey, ...], spreads: dict[str, float]) -> None:
     """Refuse a model whose symbol has no spread: a backtest without costs flatters it."""
-    from session_learning.domain.learning import DEFAULT_COSTS
+    from session_learning.domain.training import DEFAULT_COSTS
 
     missing = sorted({m.symbol for m in models} - set(DEFAULT_COSTS) - set(spreads))
     if missing:

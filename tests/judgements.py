@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from session_learning.domain.gates import GATE_NAMES
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.resources.registry import RESERVED_CARD_FIELDS, ModelRegistry
 
 

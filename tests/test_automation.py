@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from session_learning.definitions import build_definitions
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.settings import Settings
 from tests.builders import frame, many

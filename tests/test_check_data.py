@@ -8,7 +8,7 @@ import pytest
 
 from session_learning.cli import main
 from session_learning.domain.calendars import get_calendar
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.synthetic import generate_bars
 from session_learning.resources.market_data import write_bars
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from session_learning import cli
-from session_learning.domain.models import TRADE_COLUMNS
+from session_learning.domain.keys import TRADE_COLUMNS
 from tests.builders import trade
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from session_learning.cli import main
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.synthetic import generate_bars
 from session_learning.replay import ReplayError, ValidatedBars, bar_source
 

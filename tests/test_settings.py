@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from session_learning.definitions import build_definitions
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.resources.market_data import (
     FileMarketDataResource,
     PolygonMarketDataResource,

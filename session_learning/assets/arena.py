@@ -41,15 +41,15 @@ from session_learning.domain.arena_session import (
 from session_learning.domain.drift import ChangeDetector, design_detector
 from session_learning.domain.features import atr, card_feature_set
 from session_learning.domain.gates import Judgement
-from session_learning.domain.learning import TradingRule
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.signals import score_bars
+from session_learning.domain.training import TradingRule
 from session_learning.hooks import outcome_hooks
 from session_learning.partitions import PARTITION_FORMAT
 from session_learning.reports.plots import change_statistic_png, evidence_curves_png, png_markdown
 from session_learning.resources.arena import ArenaSettingsResource
 from session_learning.resources.journal import TradeJournalResource
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.resources.market_data import MarketDataResource
 from session_learning.resources.registry import (
     ModelRegistry,

@@ -18,8 +18,8 @@ from session_learning.assets.metadata import session_check_spec
 from session_learning.domain.bars import BarDataError, validate_bars
 from session_learning.domain.calendars import TradingCalendar
 from session_learning.domain.history import OK, HistoryCheck, check_history, history_needs
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import LearningConfig
 from session_learning.resources.market_data import (
     MarketDataError,
     MarketDataResource,

@@ -12,11 +12,11 @@ from session_learning.assets import OWNERS
 from session_learning.assets.metadata import markdown_table
 from session_learning.domain.features import FeatureError, card_feature_set
 from session_learning.domain.health import HealthRule, assess_health
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.signals import resolve_signal, score_latest_bar
 from session_learning.domain.trades import valid_trades, validate_trades
 from session_learning.resources.journal import TradeJournalResource
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.resources.market_data import MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource, RegistryError
 

@@ -36,7 +36,10 @@ from session_learning.domain.features import (
     load_feature_function,
 )
 from session_learning.domain.gates import GATES, Judgement, judge
-from session_learning.domain.learning import (
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.patterns import PatternRules
+from session_learning.domain.trades import valid_trades
+from session_learning.domain.training import (
     BarrierTargets,
     build_training_set,
     effective_plan,
@@ -44,13 +47,10 @@ from session_learning.domain.learning import (
     train_candidate,
     validation_predictions,
 )
-from session_learning.domain.models import ModelKey
-from session_learning.domain.patterns import PatternRules
-from session_learning.domain.trades import valid_trades
 from session_learning.hooks import outcome_hooks
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.resources.market_data import MarketDataError, MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
 

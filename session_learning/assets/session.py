@@ -16,7 +16,7 @@ from session_learning.domain.analysis import (
     analyze_session,
     breakdown,
 )
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
@@ -28,7 +28,7 @@ from session_learning.domain.trades import (
     validate_trades,
 )
 from session_learning.hooks import outcome_hooks
-from session_learning.resources.files import TradeExportsResource
+from session_learning.resources.exports import TradeExportsResource
 from session_learning.resources.journal import TradeJournalResource
 
 GROUP = "session_analysis"

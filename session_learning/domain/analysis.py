@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import LoserPattern
 
 TRIGGER_PRESETS: dict[str, tuple[int, int]] = {

@@ -87,7 +87,7 @@ from session_learning.domain.backtest import (
 from session_learning.domain.drift import ChangeDetector, ChangeResult
 from session_learning.domain.evidence import EvidenceSettings, EvidenceState, barrier_span_r
 from session_learning.domain.gates import GateResult, GateThresholds, Judgement, judge
-from session_learning.domain.models import TRADE_COLUMNS, ModelKey
+from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
 from session_learning.domain.shadow import shadow_book
 
 SHADOW_COLUMN = "shadow"

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from session_learning.domain.models import BAR_COLUMNS
+from session_learning.domain.keys import BAR_COLUMNS
 
 ExitReason = Literal["take_profit", "stop_loss", "timeout", "open"]
 

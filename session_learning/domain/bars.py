@@ -47,7 +47,7 @@ from session_learning.domain.calendars import (
     calendar_for,
     get_calendar,
 )
-from session_learning.domain.models import BAR_COLUMNS, ModelKey
+from session_learning.domain.keys import BAR_COLUMNS, ModelKey
 
 # A calendar name (see ``session_learning.domain.calendars``) or a ``TradingCalendar``.
 Calendar = str | TradingCalendar

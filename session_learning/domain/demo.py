@@ -16,7 +16,7 @@ import pandas as pd
 from session_learning.domain.backtest import CostModel
 from session_learning.domain.barriers import first_touch, ohlc_arrays
 from session_learning.domain.features import atr
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 
 
 def _rng(seed: int, key: ModelKey) -> np.random.Generator:

@@ -21,8 +21,8 @@ import pandas as pd
 
 from session_learning.domain.bars import BarReport
 from session_learning.domain.calendars import TradingCalendar
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import TIMEFRAMES, ModelKey
+from session_learning.domain.keys import TIMEFRAMES, ModelKey
+from session_learning.domain.training import LearningConfig
 
 MIN_TRAINING_ROWS = 500  # build_training_set refuses fewer
 MIN_VALIDATION_ROWS = 200  # shorter validation windows are not worth suggesting

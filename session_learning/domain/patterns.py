@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain.features import atr
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 
 DIMENSIONS = ("hour_of_day", "volatility", "confidence", "bars_held")
 # Dimensions whose buckets are known at decision time, so training rows can be selected by them.

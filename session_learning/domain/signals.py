@@ -17,7 +17,7 @@ from session_learning.domain.backtest import CostModel, signals_from_probabiliti
 from session_learning.domain.barriers import first_touch, ohlc_arrays
 from session_learning.domain.estimators import Estimator
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain.calendars import TradingCalendar, calendar_for, get_calendar
-from session_learning.domain.models import BAR_COLUMNS, timeframe_delta
+from session_learning.domain.keys import BAR_COLUMNS, timeframe_delta
 
 EPOCH = pd.Timestamp("2024-01-01 00:00", tz="UTC")  # a Monday
 REGIMES = ("trend", "range", "burst")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain.atomic import replace, write_temporary
-from session_learning.domain.models import (
+from session_learning.domain.keys import (
     DIRECTIONS,
     EXIT_REASONS,
     TIMEFRAMES,

@@ -19,7 +19,9 @@ from session_learning.domain.analysis import (
 from session_learning.domain.backtest import CostModel, run_backtest, signals_from_probabilities
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import Judgement, judge
-from session_learning.domain.learning import (
+from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
+from session_learning.domain.trades import QUARANTINE_COLUMN, valid_trades, validate_trades
+from session_learning.domain.training import (
     BarrierTargets,
     LearningConfig,
     LearningError,
@@ -29,8 +31,6 @@ from session_learning.domain.learning import (
     evaluate_production,
     train_candidate,
 )
-from session_learning.domain.models import TRADE_COLUMNS, ModelKey
-from session_learning.domain.trades import QUARANTINE_COLUMN, valid_trades, validate_trades
 from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay.config import (
     ARENA_FILE,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain import synthetic
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay.config import ReplayConfig, ReplayError, history_span
 

@@ -13,11 +13,11 @@ from session_learning.domain.analysis import (
     LearningRules,
 )
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import (
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import (
     BARRIER_REFITS,
     LearningConfig,
 )
-from session_learning.domain.models import ModelKey
 from session_learning.replay.bars import bar_source
 from session_learning.replay.config import (
     ARMS,

@@ -17,11 +17,11 @@ from session_learning.domain.calendars import calendar_for
 from session_learning.domain.drift import DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
 from session_learning.domain.evidence import EvidenceSettings
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import (
+from session_learning.domain.keys import ModelKey, timeframe_delta
+from session_learning.domain.training import (
     DEFAULT_COSTS,
     LearningConfig,
 )
-from session_learning.domain.models import ModelKey, timeframe_delta
 
 ARMS = ("static", "periodic", "session_learning", "ungated")
 ARM_DESCRIPTIONS = {

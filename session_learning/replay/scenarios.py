@@ -10,8 +10,8 @@ from dataclasses import replace
 import pandas as pd
 
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import LearningConfig
 from session_learning.replay.bars import SyntheticBars
 from session_learning.replay.config import ReplayConfig, ReplayError
 

@@ -25,7 +25,7 @@ from pydantic import Field
 from sqlalchemy.engine import make_url
 
 from session_learning.domain.json_encoding import dumps
-from session_learning.domain.models import TRADE_COLUMNS
+from session_learning.domain.keys import TRADE_COLUMNS
 from session_learning.domain.trades import (
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,

@@ -42,7 +42,7 @@ from session_learning.domain.bars import (
     validate_bars,
 )
 from session_learning.domain.calendars import TradingCalendar, calendar_for
-from session_learning.domain.models import BAR_COLUMNS, ModelKey
+from session_learning.domain.keys import BAR_COLUMNS, ModelKey
 
 
 class MarketDataError(RuntimeError):

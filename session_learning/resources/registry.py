@@ -90,7 +90,7 @@ from session_learning.domain.estimators import (
 )
 from session_learning.domain.gates import GATE_NAMES
 from session_learning.domain.json_encoding import dumps
-from session_learning.domain.models import ModelKey, UnknownModelError
+from session_learning.domain.keys import ModelKey, UnknownModelError
 
 logger = logging.getLogger(__name__)
 

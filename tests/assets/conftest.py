@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from session_learning.definitions import build_definitions
-from session_learning.domain.models import ModelKey
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.domain.keys import ModelKey
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.settings import Settings
 from tests.builders import frame, many
 

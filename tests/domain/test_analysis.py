@@ -17,7 +17,7 @@ from session_learning.domain.analysis import (
     session_summary,
     trigger_status,
 )
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.trades import valid_trades, validate_trades
 from tests.builders import frame, hour_pattern, many, trade
 

@@ -24,7 +24,7 @@ from session_learning.domain.backtest import BacktestConfig, CostModel
 from session_learning.domain.drift import design_detector
 from session_learning.domain.features import atr
 from session_learning.domain.gates import GATE_NAMES, GateThresholds
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.shadow import shadow_book
 from tests.domain.test_arena_flow import random_walk_bars
 

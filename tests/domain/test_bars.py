@@ -19,7 +19,7 @@ from session_learning.domain.bars import (
     trading_time,
     validate_bars,
 )
-from session_learning.domain.models import BAR_COLUMNS, TIMEFRAMES, ModelKey
+from session_learning.domain.keys import BAR_COLUMNS, TIMEFRAMES, ModelKey
 from session_learning.domain.synthetic import generate_bars
 
 KEY = ModelKey("EURUSD", "30T")

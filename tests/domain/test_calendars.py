@@ -18,7 +18,7 @@ from session_learning.domain.calendars import (
     calendar_name_for,
     get_calendar,
 )
-from session_learning.domain.models import TIMEFRAMES, ModelKey
+from session_learning.domain.keys import TIMEFRAMES, ModelKey
 
 FX = "CMEGlobex_FX"
 METALS = "CMEGlobex_Metals"

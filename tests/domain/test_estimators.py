@@ -22,7 +22,7 @@ from session_learning.domain.estimators import (
     ModelFormatError,
     as_estimator,
 )
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.resources import registry as registry_module
 from session_learning.resources.registry import CorruptModelError, ModelRegistry
 

@@ -17,7 +17,7 @@ from session_learning.domain.gates import (
     evaluate_gates,
     judge,
 )
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 
 RISK = 0.005
 WINDOW = (pd.Timestamp("2025-01-06", tz="UTC"), pd.Timestamp("2025-02-06", tz="UTC"))
@@ -36,7 +36,7 @@ def backtest(r_multiples: list[float], every: str = "6h") -> BacktestResult:
 
 def test_every_gate_is_declared_once_with_its_setting_and_its_check():
     from session_learning.assets.models import build_model_assets
-    from session_learning.domain.models import ModelKey
+    from session_learning.domain.keys import ModelKey
     from session_learning.partitions import build_session_partitions
 
     assert tuple(g.name for g in GATES) == GATE_NAMES

@@ -10,9 +10,9 @@ from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.bars import BarDataError, validate_bars
 from session_learning.domain.calendars import get_calendar
 from session_learning.domain.history import CANNOT, OK, WARNING, check_history, history_needs
-from session_learning.domain.learning import LearningConfig, LearningError, build_training_set
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.synthetic import generate_bars
+from session_learning.domain.training import LearningConfig, LearningError, build_training_set
 from tests.domain.test_calendars import flat_bars
 
 KEY_SYMBOL, KEY_TF = "EURUSD", "30T"

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from session_learning.domain.analysis import analyze_session, breakdown, session_summary
-from session_learning.domain.models import TRADE_COLUMNS, ModelKey
+from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
 from session_learning.domain.trades import valid_trades, validate_trades
 from tests.builders import frame, trade
 

@@ -12,9 +12,9 @@ import pytest
 
 from session_learning.domain.analysis import LearningRules
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.trades import QUARANTINE_COLUMN, validate_trades
+from session_learning.domain.training import LearningConfig
 from session_learning.replay import (
     ARMS,
     ArmRun,

@@ -13,7 +13,7 @@ import pytest
 
 from session_learning.domain.arena import FLAT, ArenaSettings
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.replay import (
     ProcessBars,
     ReplayError,

@@ -7,7 +7,7 @@ import pytest
 
 from session_learning.domain.backtest import CostModel
 from session_learning.domain.health import HealthRule, assess_health
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.signals import resolve_signal
 
 KEY = ModelKey("EURUSD", "30T")

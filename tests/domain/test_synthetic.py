@@ -22,8 +22,8 @@ from session_learning.domain.backtest import (
 )
 from session_learning.domain.calendars import calendar_for, get_calendar
 from session_learning.domain.features import atr, build_features
+from session_learning.domain.keys import BAR_COLUMNS, TIMEFRAMES
 from session_learning.domain.labels import triple_barrier_labels
-from session_learning.domain.models import BAR_COLUMNS, TIMEFRAMES
 from session_learning.domain.synthetic import (
     EPOCH,
     GENERIC_PROFILE,

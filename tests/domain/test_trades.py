@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from session_learning.domain.models import TRADE_COLUMNS, ModelKey
+from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     detect_delimiter,

@@ -22,7 +22,7 @@ import dagster as dg
 
 from session_learning.definitions import build_definitions
 from session_learning.jobs import LEARNING_JOB
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.settings import Settings
 from tests.assets.conftest import FAST_LEARNING, PERMISSIVE
 

@@ -332,7 +332,7 @@ def _registry(home: Path):
 
 
 def _key(slug: str):
-    from session_learning.domain.models import ModelKey
+    from session_learning.domain.keys import ModelKey
 
     return ModelKey.parse(slug)
 

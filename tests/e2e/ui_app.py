@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from session_learning.definitions import build_definitions
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.settings import Settings
 from tests.assets.conftest import FAST_LEARNING, PERMISSIVE
 

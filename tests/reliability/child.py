@@ -50,7 +50,7 @@ def run_learning_promoting_together(
 def promote_and_die(root: str, version: str, session: str, target: str, when: str) -> None:
     """Promote ``version`` and SIGKILL this process at an ``os.replace`` of ``target``
     (``when`` "before" or "after" the rename): a power cut inside a promotion."""
-    from session_learning.domain.models import ModelKey
+    from session_learning.domain.keys import ModelKey
     from session_learning.resources.registry import ModelRegistry
 
     real_replace = os.replace
@@ -122,7 +122,7 @@ def save_model_on_a_full_disk(root: str, limit: int) -> None:
     import numpy as np
     from catboost import CatBoostClassifier
 
-    from session_learning.domain.models import ModelKey
+    from session_learning.domain.keys import ModelKey
     from session_learning.resources.registry import ModelRegistry
 
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from session_learning.definitions import build_definitions
 from session_learning.resources.journal import TradeJournal
-from session_learning.resources.learning import LearningSettingsResource
+from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.settings import Settings
 from tests.assets.conftest import EURUSD, FAST_LEARNING, PERMISSIVE, S1, Pipeline, losers_in
 from tests.builders import frame

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from catboost import CatBoostClassifier
 
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.resources.registry import ModelRegistry
 from tests.assets.conftest import EURUSD, S1, S2, S3
 from tests.judgements import (

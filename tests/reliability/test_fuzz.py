@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from session_learning.domain.bars import BarDataError, validate_bars
-from session_learning.domain.models import BAR_COLUMNS, DIRECTIONS, EXIT_REASONS, TRADE_COLUMNS
+from session_learning.domain.keys import BAR_COLUMNS, DIRECTIONS, EXIT_REASONS, TRADE_COLUMNS
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     quarantined_trades,

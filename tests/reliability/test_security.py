@@ -20,7 +20,7 @@ import pytest
 from catboost import CatBoostClassifier
 from sqlalchemy.engine import make_url
 
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.trades import export_session, validate_trades
 from session_learning.resources.registry import (
     CorruptModelError,

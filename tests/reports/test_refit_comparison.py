@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import LearningConfig
 from session_learning.replay import CANDIDATE_COLUMNS, SESSION_COLUMNS, ArmRun, ReplayConfig
 from session_learning.reports.refit_comparison import compare, main
 

@@ -7,9 +7,12 @@ from dataclasses import fields
 import pytest
 
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import LearningConfig
-from session_learning.domain.models import ModelKey
-from session_learning.resources.learning import LearningSettingsResource, ModelWindowsConfig
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import LearningConfig
+from session_learning.resources.learning_settings import (
+    LearningSettingsResource,
+    ModelWindowsConfig,
+)
 
 
 def test_defaults_are_the_domain_defaults():

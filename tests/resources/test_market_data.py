@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from session_learning.domain.bars import BarDataError
-from session_learning.domain.models import ModelKey, UnknownModelError
+from session_learning.domain.keys import ModelKey, UnknownModelError
 from session_learning.domain.synthetic import generate_bars
 from session_learning.resources.market_data import (
     FileMarketDataResource,

@@ -20,7 +20,7 @@ import pytest
 
 from session_learning.domain.bars import BarDataError
 from session_learning.domain.calendars import calendar_for
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.synthetic import generate_bars
 from session_learning.resources.market_data import (
     MarketDataError,

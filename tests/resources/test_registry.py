@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from catboost import CatBoostClassifier
 
-from session_learning.domain.models import ModelKey, UnknownModelError
+from session_learning.domain.keys import ModelKey, UnknownModelError
 from session_learning.resources import registry as registry_module
 from session_learning.resources.registry import (
     CorruptModelError,

@@ -11,8 +11,8 @@ from pydantic import Field, field_validator
 
 from session_learning.domain.backtest import CostModel
 from session_learning.domain.gates import GateThresholds
-from session_learning.domain.learning import DEFAULT_COSTS, LearningConfig
-from session_learning.domain.models import ModelKey
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.training import DEFAULT_COSTS, LearningConfig
 
 
 class ModelWindowsConfig(dg.Config):

@@ -30,8 +30,8 @@ from session_learning.domain.barriers import first_touch_many
 from session_learning.domain.estimators import DEFAULT_MODEL_TYPE, Estimator
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import GateThresholds
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.labels import triple_barrier_labels
-from session_learning.domain.models import ModelKey
 from session_learning.domain.patterns import (
     LoserPattern,
     PatternRules,

@@ -10,7 +10,14 @@ import pytest
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.backtest import CostModel
 from session_learning.domain.features import atr
-from session_learning.domain.learning import (
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.patterns import (
+    analyze_loser_patterns,
+    atr_percentile,
+    volatility_regime,
+)
+from session_learning.domain.synthetic import generate_bars
+from session_learning.domain.training import (
     BarrierTargets,
     LearningConfig,
     LearningError,
@@ -23,13 +30,6 @@ from session_learning.domain.learning import (
     rule_for,
     train_model,
 )
-from session_learning.domain.models import ModelKey
-from session_learning.domain.patterns import (
-    analyze_loser_patterns,
-    atr_percentile,
-    volatility_regime,
-)
-from session_learning.domain.synthetic import generate_bars
 from tests.builders import hour_pattern
 
 KEY = ModelKey("EURUSD", "30T")
