@@ -306,6 +306,49 @@ def detection_sessions(
     return delay.astype(float), float(1.0 - clean.mean()), detector.threshold
 
 
+def demotion_frontier(
+    *,
+    before_r: float,
+    after_r: float,
+    sd_r: float,
+    trades_per_session: float,
+    within_sessions: int = 3,
+    shift_r: float = 0.5,
+    streams: int = 2000,
+    horizon_sessions: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """What pausing within ``within_sessions`` sessions costs in false pauses.
+
+    The champion's mean R per trade falls from ``before_r`` to ``after_r`` (normal trades, sd
+    ``sd_r``), it closes ``trades_per_session`` trades a session (trade ``i`` closes during
+    session ``floor(i / rate) + 1``), and its CUSUM has the design's reference
+    ``before_r - shift_r / 2``. The largest threshold whose median delay is at most
+    ``within_sessions`` is the median, over post-change streams, of the statistic's peak over the
+    trades closed by then. Returns that threshold, the probability that an in-control champion
+    is paused within 100 sessions at it, and the median number of sessions an in-control
+    champion trades before a false pause (``inf`` when most streams never alarm within
+    ``horizon_sessions``).
+    """
+    if trades_per_session <= 0 or within_sessions < 1 or horizon_sessions < 100:
+        raise ValueError("trades_per_session > 0, within_sessions >= 1, horizon >= 100 needed")
+    rng = np.random.default_rng(seed)
+    reference = before_r - shift_r / 2
+    closed = max(1, int(math.floor(within_sessions * trades_per_session)))
+    after = rng.normal(after_r, sd_r, (streams, closed))
+    threshold = float(np.median(cusum_statistic(after, reference).max(axis=1)))
+    length = int(math.ceil(horizon_sessions * trades_per_session))
+    first = np.full(streams, np.inf)
+    for lo in range(0, streams, 200):
+        n = min(200, streams - lo)
+        alarm = cusum_statistic(rng.normal(before_r, sd_r, (n, length)), reference) >= threshold
+        hit = alarm.any(axis=1)
+        first[lo : lo + n] = np.where(
+            hit, np.floor(alarm.argmax(axis=1) / trades_per_session) + 1, np.inf
+        )
+    return threshold, float(np.mean(first <= 100)), float(np.median(first))
+
+
 def main() -> None:
     """Print the promotion and demotion tables."""
     rng = np.random.default_rng(0)
@@ -408,6 +451,23 @@ def main() -> None:
                 f"percentile {np.percentile(delay, 90):.0f}); threshold about "
                 f"{np.mean([run[2] for run in runs]):.1f}"
             )
+    print(
+        "\nThe demotion frontier: the threshold whose median delay is 3 / 6 / 12 sessions, and what"
+    )
+    print("it costs an in-control champion (paused within 100 sessions; median sessions to a false")
+    print("pause), by trades closed a session (same change, 2,000 streams):")
+    for trades in (1.5, 3, 10, 20):
+        cells = []
+        for within in (3, 6, 12):
+            threshold, within_100, median = demotion_frontier(
+                before_r=0.2,
+                after_r=-0.3,
+                sd_r=1.2,
+                trades_per_session=trades,
+                within_sessions=within,
+            )
+            cells.append(f"{within}: h {threshold:.1f} R, {within_100:.0%}, {median:.0f}")
+        print(f"  {trades:g} trades/session -> " + "; ".join(cells))
 
 
 if __name__ == "__main__":

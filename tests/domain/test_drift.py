@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from session_learning.domain.arena_simulation import detection_sessions
+from session_learning.domain.arena_simulation import demotion_frontier, detection_sessions
 from session_learning.domain.drift import ChangeDetector, cusum_statistic, design_detector
 
 
@@ -140,3 +140,43 @@ def test_a_block_bootstrap_keeps_the_budget_when_trades_are_correlated():
     assert rates[20] < 0.25
     with pytest.raises(ValueError, match="block_trades"):
         design_detector(validation[:40], trades_per_session=tps, block_trades=41)
+
+
+def _delays(threshold, reference, rate, streams, seed):
+    """Sessions until the statistic reaches ``threshold`` on fresh post-change streams
+    (mean -0.3 R, sd 1.2 R), by the plain recursion, 60 sessions at most."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(streams):
+        path = loop_cusum(rng.normal(-0.3, 1.2, int(60 * rate)), reference)
+        hits = np.flatnonzero(path >= threshold)
+        out.append(np.floor(hits[0] / rate) + 1 if len(hits) else np.inf)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("rate", [1.5, 20])
+def test_frontier_threshold_pauses_within_the_sessions_asked(rate):
+    # The threshold the frontier names gives a median delay of at most 3 sessions on streams it
+    # never saw (checked with the plain recursion), and a threshold 30% higher does not.
+    threshold, _, _ = demotion_frontier(
+        before_r=0.2, after_r=-0.3, sd_r=1.2, trades_per_session=rate, streams=1000, seed=3
+    )
+    reference = 0.2 - 0.5 / 2
+    assert np.median(_delays(threshold * 0.97, reference, rate, 400, seed=4)) <= 3
+    assert np.median(_delays(threshold * 1.3, reference, rate, 400, seed=5)) > 3
+
+
+def test_pausing_within_three_sessions_needs_trades():
+    # The demotion target (paused within 3 sessions) against the false pauses it costs: a
+    # champion closing 1.5 trades a session (the replay's) would be paused falsely almost
+    # surely within 100 sessions, one closing 20 a session rarely.
+    slow = demotion_frontier(
+        before_r=0.2, after_r=-0.3, sd_r=1.2, trades_per_session=1.5, streams=1000, seed=1
+    )
+    fast = demotion_frontier(
+        before_r=0.2, after_r=-0.3, sd_r=1.2, trades_per_session=20, streams=1000, seed=1
+    )
+    print(f"\n1.5 trades/session: {slow}; 20 trades/session: {fast}")
+    assert slow[1] > 0.95 and slow[2] <= 20
+    assert fast[1] < 0.3 and fast[2] > 100
+    assert fast[0] > slow[0]
