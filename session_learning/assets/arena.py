@@ -26,6 +26,7 @@ import pandas as pd
 
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.domain.arena import FLAT, Arena, GateVerdict
+from session_learning.domain.arena_judgement import arena_judgement, gate_verdict
 from session_learning.domain.arena_session import (
     ArenaSessionSettings,
     ArenaState,
@@ -33,8 +34,6 @@ from session_learning.domain.arena_session import (
     Newcomer,
     SessionMarks,
     admit_newcomers,
-    arena_judgement,
-    gate_verdict,
     mark_session,
     run_arena_session,
 )

@@ -7,10 +7,10 @@ bars, per model, in this order:
 2. ``arena_session.mark_session``: every member (champion and challengers) scores the session's
    bars with its own model and trading rule, and its shadow book marks every bar in R;
 3. a challenger whose validation window failed the seed's gates is judged again on its forward
-   record (``arena_session.forward_judgement``: its shadow trades since it entered);
+   record (``arena_judgement.forward_judgement``: its shadow trades since it entered);
 4. ``arena_session.run_arena_session``: change detector -> pause, evidence, retirement,
    promotion. A promotion goes through the registry: the judgement record
-   (``arena_session.arena_judgement``, carrying the forward evidence) is recorded, then
+   (``arena_judgement.arena_judgement``, carrying the forward evidence) is recorded, then
    ``ModelRegistry.promote``; a previous champion coming back is a ``rollback`` to a version
    that went live under a passing record. The promoted champion's change detector is designed
    from its validation and forward trades. A pause makes FLAT trade (the registry keeps the
@@ -40,15 +40,13 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain.arena import FLAT
+from session_learning.domain.arena_judgement import arena_judgement, forward_judgement, gate_verdict
 from session_learning.domain.arena_session import (
     ArenaSessionSettings,
     ArenaState,
     Newcomer,
     SessionOutcome,
     admit_newcomers,
-    arena_judgement,
-    forward_judgement,
-    gate_verdict,
     mark_session,
     run_arena_session,
 )

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from session_learning.assets.arena import _gate, _stamp
-from session_learning.domain.arena import Challenger, PairEvidence
+from session_learning.domain.arena import Challenger
+from session_learning.domain.arena_evidence import PairEvidence
 from session_learning.domain.arena_session import ArenaState
 from session_learning.domain.drift import ChangeDetector
 from session_learning.domain.evidence import EvidenceState

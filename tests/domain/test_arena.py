@@ -15,16 +15,15 @@ from session_learning.domain.arena import (
     GateVerdict,
     admit,
     capital_of,
-    challenger_evidence,
     challenger_threshold,
     decide_promotion,
     demote,
     idle_capital,
     next_session,
     promote,
-    record_session,
     retire,
 )
+from session_learning.domain.arena_evidence import challenger_evidence, record_session
 from session_learning.domain.arena_simulation import clone_arena_years, difference_pool
 from session_learning.domain.evidence import Evidence, EvidenceSettings
 

@@ -10,13 +10,12 @@ from session_learning.domain.arena import (
     ArenaSettings,
     GateVerdict,
     admit,
-    challenger_evidence,
     decide_promotion,
     demote,
     next_session,
     promote,
-    record_session,
 )
+from session_learning.domain.arena_evidence import challenger_evidence, record_session
 from session_learning.domain.backtest import BacktestConfig, CostModel
 from session_learning.domain.drift import design_detector
 from session_learning.domain.evidence import (

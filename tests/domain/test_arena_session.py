@@ -8,16 +8,18 @@ import pandas as pd
 import pytest
 
 from session_learning.domain.arena import FLAT, ArenaSettings, GateVerdict
+from session_learning.domain.arena_judgement import (
+    arena_judgement,
+    forward_judgement,
+    gate_verdict,
+    promotion_evidence,
+)
 from session_learning.domain.arena_session import (
     SHADOW_TRADE_COLUMNS,
     ArenaSessionSettings,
     ArenaState,
     Newcomer,
-    arena_judgement,
-    forward_judgement,
-    gate_verdict,
     mark_session,
-    promotion_evidence,
     run_arena_session,
 )
 from session_learning.domain.backtest import BacktestConfig, CostModel
@@ -300,7 +302,8 @@ def test_settings_reach_the_rules():
 
 
 def test_evidence_from_an_earlier_reign_ranks_nobody_when_newcomers_arrive():
-    from session_learning.domain.arena import Arena, Challenger, PairEvidence
+    from session_learning.domain.arena import Arena, Challenger
+    from session_learning.domain.arena_evidence import PairEvidence
     from session_learning.domain.arena_session import admit_newcomers
     from session_learning.domain.evidence import EvidenceSettings, EvidenceState
 
