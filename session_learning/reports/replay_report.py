@@ -22,7 +22,7 @@ import pandas as pd
 
 from session_learning.domain.backtest import equity_curve
 from session_learning.domain.json_encoding import dumps
-from session_learning.replay.arms import read_arm
+from session_learning.replay.arm_run import read_arm
 from session_learning.replay.bars import SyntheticBars, session_regimes
 from session_learning.replay.config import ReplayConfig
 from session_learning.replay.runner import ReplayResult
