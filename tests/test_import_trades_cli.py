@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from session_learning import cli
+from session_learning.cli.demo import _demo_trades_line
 from session_learning.domain.keys import TRADE_COLUMNS
 from tests.builders import trade
 
@@ -213,7 +214,7 @@ def test_the_demo_counts_its_trades_by_the_sessions_half_open_rule():
     trades = pd.DataFrame(
         {"exit_time": ["2025-01-06T16:00:00+00:00", "2025-01-06T23:30:00+00:00", end.isoformat()]}
     )
-    line = cli._demo_trades_line(trades, trades, start, end, 2)
+    line = _demo_trades_line(trades, trades, start, end, 2)
     assert line.startswith("3 new demo trades (2 in 2 sessions 2025-01-06 16:00 .. ")
     assert "1 exiting at or after the end belong to later sessions" in line
-    assert cli._demo_trades_line(trades[:2], trades[:2], start, end, 2).endswith("UTC)")
+    assert _demo_trades_line(trades[:2], trades[:2], start, end, 2).endswith("UTC)")

@@ -39,24 +39,24 @@ so a value at a bar only depends on earlier bars; only the warm-up of the expone
 differs from a window computed live).
 
 The package: ``config`` (arms, ``ReplayConfig``), ``bars`` (bar sources, loading, known regimes),
-``arms`` (one arm's walk), ``arena_arm`` (the ``session_learning`` arm: the arena), ``runner``
+``arms`` (one arm's walk), ``arm_run`` (what an arm did: its task, results and their files),
+``arena_arm`` (the ``session_learning`` arm: the arena), ``runner``
 (every arm, in processes or as executor steps), ``scenarios`` (``flips``, ``null``, ``clones``),
 ``cli`` (``session-learning replay``). The report (``reports/replay_report.py``) reads the runs;
 nothing here imports it except the command, when it runs.
 """
 
 from session_learning.replay.arena_arm import ARENA_LOG_COLUMNS, ArenaArmReplay
-from session_learning.replay.arms import (
+from session_learning.replay.arm_run import (
     CANDIDATE_COLUMNS,
     CANDIDATE_TEXT_COLUMNS,
     SESSION_COLUMNS,
     TRADE_RECORD_COLUMNS,
     ArmRun,
     ArmTask,
-    PrecomputedFeatures,
     read_arm,
-    run_arm,
 )
+from session_learning.replay.arms import PrecomputedFeatures, run_arm
 from session_learning.replay.bars import (
     PROCESSES,
     REGIME_LOOKBACK,

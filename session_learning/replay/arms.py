@@ -3,11 +3,9 @@ records, the learning cycle trains and judges, the registry deploys."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ from session_learning.domain.analysis import (
     analyze_session,
 )
 from session_learning.domain.backtest import CostModel, run_backtest, signals_from_probabilities
-from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
+from session_learning.domain.features import atr, build_features
 from session_learning.domain.gates import Judgement, judge
 from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
 from session_learning.domain.trades import QUARANTINE_COLUMN, valid_trades, validate_trades
@@ -32,13 +30,14 @@ from session_learning.domain.training import (
     train_candidate,
 )
 from session_learning.partitions import PARTITION_FORMAT
-from session_learning.replay.config import (
-    ARENA_FILE,
-    ARM_FILE,
-    ReplayConfig,
-    history_span,
-    plain_plan,
+from session_learning.replay.arm_run import (
+    CANDIDATE_COLUMNS,
+    SESSION_COLUMNS,
+    TRADE_RECORD_COLUMNS,
+    ArmRun,
+    ArmTask,
 )
+from session_learning.replay.config import history_span, plain_plan
 from session_learning.resources.journal import TradeJournal
 from session_learning.resources.registry import ModelRegistry
 
@@ -84,120 +83,6 @@ class Trained:
     judgement: Judgement
     record: dict
     learning: LearningConfig
-
-
-@dataclass(frozen=True)
-class ArmTask:
-    """Everything one arm's process needs (picklable: sent to a spawned worker)."""
-
-    arm: str
-    config: ReplayConfig
-    bars: dict[str, pd.DataFrame]  # ModelKey.slug -> bars covering history and range
-    folder: Path
-    feature_functions: tuple[FeatureFunction, ...] = DEFAULT_FEATURES
-
-
-@dataclass
-class ArmRun:
-    """What one arm did: its trades, its candidates and the cost of each session."""
-
-    arm: str
-    trades: pd.DataFrame
-    candidates: pd.DataFrame
-    sessions: pd.DataFrame
-    open_at_end: int
-    quarantined: int
-    initial_cpu_seconds: float = 0.0  # the initial training at the range's start
-    arena: pd.DataFrame | None = None  # the arena arm's log (``ARENA_LOG_COLUMNS``)
-    promotions: int = 0  # deployments in the arm's registry (promotions and rollbacks)
-    unjudged_promotions: int = 0  # of those, versions without a passing judgement record
-
-    def save(self, folder: Path, config: ReplayConfig) -> None:
-        """Write the run beside the arm's journal and registry; ``arm.json`` goes last and
-        marks the arm complete (``read_arm``, ``run_replay(resume=True)``)."""
-        self.trades.sort_values(["exit_time", "trade_id"], kind="stable").to_csv(
-            folder / "trades.csv", index=False
-        )
-        self.candidates.to_csv(folder / "candidates.csv", index=False)
-        self.sessions.to_csv(folder / "sessions.csv", index=False)
-        if self.arena is not None:
-            self.arena.to_csv(folder / ARENA_FILE, index=False)
-        done = {
-            "arm": self.arm,
-            "config": config.describe(),
-            "open_at_end": self.open_at_end,
-            "quarantined": self.quarantined,
-            "initial_cpu_seconds": self.initial_cpu_seconds,
-            "promotions": self.promotions,
-            "unjudged_promotions": self.unjudged_promotions,
-        }
-        (folder / ARM_FILE).write_text(json.dumps(done, indent=2) + "\n")
-
-
-def read_arm(folder: Path) -> ArmRun:
-    """A completed arm read back from its folder."""
-    done = json.loads((folder / ARM_FILE).read_text())
-    trades = pd.read_csv(folder / "trades.csv", dtype={"trade_id": str, "model_version": str})
-    for column in ("entry_time", "exit_time"):
-        trades[column] = pd.to_datetime(trades[column], utc=True)
-    candidates = pd.read_csv(
-        folder / "candidates.csv",
-        dtype={c: str for c in CANDIDATE_TEXT_COLUMNS},
-        keep_default_na=False,
-        na_values={c: [""] for c in CANDIDATE_COLUMNS if c not in CANDIDATE_TEXT_COLUMNS},
-    )
-    return ArmRun(
-        done["arm"],
-        trades,
-        candidates,
-        pd.read_csv(folder / "sessions.csv"),
-        done["open_at_end"],
-        done["quarantined"],
-        done["initial_cpu_seconds"],
-        pd.read_csv(
-            folder / ARENA_FILE,
-            keep_default_na=False,
-            na_values={
-                c: [""] for c in ("statistic", "threshold", "e_vs_champion", "e_vs_flat", "marks_r")
-            },
-        )
-        if (folder / ARENA_FILE).exists()
-        else None,
-        done.get("promotions", 0),
-        done.get("unjudged_promotions", 0),
-    )
-
-
-def _completed(folder: Path, config: ReplayConfig) -> bool:
-    """Whether ``folder`` holds a finished run of this arm under the same configuration."""
-    try:
-        done = json.loads((folder / ARM_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return False
-    return done.get("config") == json.loads(json.dumps(config.describe()))
-
-
-TRADE_RECORD_COLUMNS = (*TRADE_COLUMNS, "r_multiple", "session")
-CANDIDATE_COLUMNS = (
-    "session",
-    "time",
-    "model",
-    "reasons",
-    "boosted_rows",
-    "error",
-    "validation_trades",
-    "profit_factor",
-    "win_rate",
-    "max_drawdown_pct",
-    "expectancy_r",
-    "production_expectancy_r",
-    "passed",
-    "failed_gates",
-    "deployed",
-    "version",
-)
-CANDIDATE_TEXT_COLUMNS = ("session", "time", "model", "reasons", "error", "failed_gates", "version")
-SESSION_COLUMNS = ("session", "wall_seconds", "cpu_seconds", "trainings", "trades", "triggered")
 
 
 class _ArmReplay:

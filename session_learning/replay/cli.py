@@ -109,6 +109,24 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser = subparsers.add_parser(
         "replay", help=cmd_replay.__doc__, description=cmd_replay.__doc__
     )
+    _add_range_arguments(parser)
+    _add_learning_arguments(parser)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes (default: one per arm, at most CPUs)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep arms a stopped replay already finished (same settings) instead of redoing them",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(func=cmd_replay)
+    return parser
+
+
+def _add_range_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is replayed: the range, the models, the arms, the bars (or a scenario) and where the
+    results go."""
     parser.add_argument(
         "--from", dest="from_", default=None, help=f"range start, UTC (default {DEFAULT_FROM})"
     )
@@ -148,6 +166,11 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         default=None,
         help=f"length of a scenario's range in weeks (default {FLIPS_WEEKS}; --to overrides)",
     )
+
+
+def _add_learning_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the arms learn: the trigger preset, CatBoost and the training window, the barrier
+    refit, and how often the periodic arm and the arena take a new model."""
     parser.add_argument(
         "--preset",
         choices=tuple(TRIGGER_PRESETS),
@@ -187,14 +210,3 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="the arena's change detector is calibrated by resampling runs of N consecutive "
         "validation trades (default 1: one by one; trades of one model are correlated)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=0, help="processes (default: one per arm, at most CPUs)"
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep arms a stopped replay already finished (same settings) instead of redoing them",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.set_defaults(func=cmd_replay)
-    return parser

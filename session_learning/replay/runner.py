@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction
-from session_learning.replay.arms import ArmRun, ArmTask, _completed, arm_replay, read_arm, run_arm
+from session_learning.replay.arm_run import ArmRun, ArmTask, _completed, read_arm
+from session_learning.replay.arms import arm_replay, run_arm
 from session_learning.replay.bars import BarSource, describe_bars, load_bars, session_regimes
 from session_learning.replay.config import MARKER_FILE, ReplayConfig, ReplayError
 

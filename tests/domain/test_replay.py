@@ -30,12 +30,12 @@ from session_learning.replay import (
     session_regimes,
 )
 from session_learning.reports.replay_report import (
-    flip_blocks,
     load_replay,
     render_markdown,
     summarize,
     write_report,
 )
+from session_learning.reports.replay_summary import flip_blocks
 from session_learning.resources.journal import TradeJournal
 from session_learning.resources.registry import ModelRegistry
 
