@@ -1,7 +1,7 @@
 """What the arena arm's log says: per flip, how fast the champion stopped and a better model
 came; over a run, promotions and pauses per model-year. Pure functions over the log
-(``arena_arm.ARENA_LOG_COLUMNS``); ``reports/replay_report.py`` renders them (this module never
-imports the report).
+(``arena_arm.ARENA_LOG_COLUMNS``); ``reports/replay_summary.py`` and ``reports/replay_markdown.py``
+render them (this module never imports the report).
 
 Definitions (stated in the report):
 
