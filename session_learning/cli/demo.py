@@ -8,6 +8,8 @@ import argparse
 import pandas as pd
 
 from session_learning.cli.production import _registry
+from session_learning.domain.arena import FLAT
+from session_learning.domain.arena_session import ArenaState
 from session_learning.settings import Settings
 
 DEMO_END = "2025-06-05T00:00:00Z"
@@ -185,6 +187,30 @@ def _print_partition(result, settings: Settings, registry) -> None:
         f"{m.slug} {registry.production_version(m) or 'none'}" for m in settings.models
     )
     print(f"   production now: {live}")
+    print("   arena after the session's fold:")
+    for line in _arena_lines(settings, registry):
+        print(f"     {line}")
+
+
+def _arena_lines(settings: Settings, registry) -> list[str]:
+    """Each model's arena after the session's fold: its champion (FLAT when paused or none yet)
+    and how many challengers trade beside it in the shadow. A first deployment made after the
+    fold becomes the arena's champion at the next session's fold, and the line says so."""
+    lines = []
+    for model in settings.models:
+        document = registry.arena(model)
+        if document is None:
+            lines.append(f"{model.slug:<11} not started")
+            continue
+        arena = ArenaState.from_dict(document["state"]["arena_state"]).arena
+        line = f"{model.slug:<11} champion {arena.champion}"
+        if arena.champion == FLAT and arena.paused:
+            line += f" ({arena.paused} paused)"
+        live = registry.production_version(model)
+        if live is not None and arena.champion == FLAT and arena.paused is None:
+            line += f" (production {live} becomes champion at the next session's fold)"
+        lines.append(f"{line}, {len(arena.challengers)} challenger(s)")
+    return lines
 
 
 def add_demo_parser(sub: argparse._SubParsersAction) -> None:
