@@ -23,8 +23,8 @@ from session_learning.domain.estimators import (
     as_estimator,
 )
 from session_learning.domain.keys import ModelKey
-from session_learning.resources import registry as registry_module
 from session_learning.resources.registry import CorruptModelError, ModelRegistry
+from session_learning.resources.registry import storage as registry_module
 
 PARAMS = {"loss_function": "MultiClass", "iterations": 20, "depth": 3, "random_seed": 0}
 PARAMS |= {"verbose": False}

@@ -40,7 +40,7 @@ def _deployments(registry: ModelRegistry, session: str) -> list[dict]:
 
 
 def _assert_consistent(registry: ModelRegistry, key: ModelKey = EURUSD) -> list[dict]:
-    """The deployment invariant of registry.py, on the raw file as well as through the API."""
+    """The deployment invariant of the registry, on the raw file as well as through the API."""
     entries = registry.history(key)
     raw = json.loads((registry.root / key.slug / "history.json").read_text())["entries"]
     for before, after in itertools.pairwise(entries):

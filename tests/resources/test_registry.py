@@ -29,6 +29,7 @@ from session_learning.resources.registry import (
     UnknownVersionError,
     card_digest,
 )
+from session_learning.resources.registry import deployments as deployments_module
 from tests.judgements import arena_evidence, judge, judge_and_promote, judgement
 
 KEY = ModelKey("EURUSD", "30T")
@@ -665,14 +666,14 @@ def test_rollback_refuses_a_version_changed_since_it_was_live(reg, model):
 def test_crash_between_history_and_pointer_writes_converges(reg, model, monkeypatch):
     v1, v2, v3 = (_save(reg, model, i=i) for i in range(3))
     _promote(reg, v1, 0)
-    real_write = registry_module._write_atomic
+    real_write = deployments_module._write_atomic
 
     def crash_on_pointer(path: Path, data: bytes) -> None:
         if path.name == "production.json":
             raise KeyboardInterrupt("killed")
         real_write(path, data)
 
-    monkeypatch.setattr(registry_module, "_write_atomic", crash_on_pointer)
+    monkeypatch.setattr(deployments_module, "_write_atomic", crash_on_pointer)
     with pytest.raises(KeyboardInterrupt):
         _promote(reg, v2, 1)
     monkeypatch.undo()
