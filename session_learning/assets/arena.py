@@ -90,6 +90,7 @@ def _detector(card: Mapping, key: ModelKey, session: pd.Timedelta, rules) -> Cha
         trades_per_session=len(r) / sessions,
         false_alarms_per_100_sessions=rules.false_alarms_per_100_sessions,
         shift_r=rules.shift_r,
+        block_trades=min(rules.detector_block_trades, len(r)),
     )
 
 

@@ -2,10 +2,18 @@
 
 The statistic accumulates how far each closed trade falls below a reference level,
 ``S_t = max(0, S_{t-1} + reference_r - r_t)``, and alarms when it reaches ``threshold``. With the
-champion's in-control mean ``mu0`` (its expectancy on data it never trained on) and the smallest
-fall worth stopping for, ``shift_r``, the reference is the midpoint ``mu0 - shift_r / 2``: the
-statistic drifts down while the champion performs as validated and up once its mean has fallen by
-``shift_r`` (Page's CUSUM, optimal for that shift).
+champion's in-control mean ``mu0`` and the smallest fall worth stopping for, ``shift_r``, the
+reference is the midpoint ``mu0 - shift_r / 2``: the statistic drifts down while the champion
+performs as expected and up once its mean has fallen by ``shift_r`` (Page's CUSUM, optimal for
+that shift).
+
+The in-control mean is the champion's expectancy on data it never trained on, capped at
+``shift_r / 2`` (0.25 R by default), so the reference is at most 0: the detector stops a champion
+that *loses*, not one that earns less than its validation promised. A validation expectancy is
+an optimistic number (the gates chose the model on it), and a detector referenced to it paused
+sound models: on the `flips` replay's calendar bars the first champion, validated at +1.05 R a
+trade, was paused after 23 trades at -0.24 R and the arena stayed FLAT for the rest of the run
+while the same model, kept trading, made +0.18 R a trade in that block.
 
 The false-alarm budget is the setting; the threshold derives from it. ``design_detector``
 resamples the in-control trades (bootstrap, so the real shape of R — mostly -1 R and +2 R with a
@@ -33,6 +41,10 @@ import numpy as np
 
 DEFAULT_FALSE_ALARMS_PER_100_SESSIONS = 0.10
 DEFAULT_SHIFT_R = 0.5
+# Runs of consecutive validation trades resampled together when the arena designs a detector: a
+# model's trades are correlated (lag-1 about 0.3 in the replay), one-by-one resampling understates
+# how far the statistic wanders.
+DEFAULT_BLOCK_TRADES = 10
 _MIN_IN_CONTROL_TRADES = 30
 # Bootstrap cells drawn at once while calibrating.
 _CHUNK_CELLS = 1 << 22
@@ -128,7 +140,8 @@ def design_detector(
     seed: int = 0,
     block_trades: int = 1,
 ) -> ChangeDetector:
-    """A detector for a champion whose trades on unseen data were ``in_control_r``.
+    """A detector for a champion whose trades on unseen data were ``in_control_r``: in control
+    at their mean capped at ``shift_r / 2``, alarmed by a fall of ``shift_r`` from there.
 
     ``trades_per_session``: the champion's expected trades a session (its validation rate);
     ``false_alarms_per_100_sessions``: the probability of pausing an in-control champion within
@@ -151,7 +164,10 @@ def design_detector(
         raise ValueError("trades_per_session and shift_r must be positive, horizon and streams set")
     if not 1 <= block_trades <= len(r):
         raise ValueError(f"block_trades must be in [1, {len(r)}], got {block_trades}")
-    reference = float(r.mean() - shift_r / 2)
+    in_control = min(float(r.mean()), shift_r / 2)
+    reference = in_control - shift_r / 2
+    # Resample the validation trades' shape around the in-control mean.
+    r = r - r.mean() + in_control
     length = max(1, int(round(trades_per_session * horizon_sessions)))
     rng = np.random.default_rng(seed)
     peaks = np.empty(streams)

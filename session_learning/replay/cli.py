@@ -12,6 +12,7 @@ from session_learning.domain.analysis import (
     TRIGGER_PRESETS,
     LearningRules,
 )
+from session_learning.domain.drift import DEFAULT_BLOCK_TRADES
 from session_learning.domain.gates import GateThresholds
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.training import (
@@ -206,7 +207,8 @@ def _add_learning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector-block",
         type=int,
-        default=1,
+        default=DEFAULT_BLOCK_TRADES,
         help="the arena's change detector is calibrated by resampling runs of N consecutive "
-        "validation trades (default 1: one by one; trades of one model are correlated)",
+        f"validation trades (default {DEFAULT_BLOCK_TRADES}; 1: one by one; trades of one model "
+        "are correlated)",
     )

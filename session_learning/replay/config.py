@@ -14,7 +14,10 @@ from session_learning.domain.analysis import (
 from session_learning.domain.arena import ArenaSettings
 from session_learning.domain.backtest import CostModel
 from session_learning.domain.calendars import calendar_for
-from session_learning.domain.drift import DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
+from session_learning.domain.drift import (
+    DEFAULT_BLOCK_TRADES,
+    DEFAULT_FALSE_ALARMS_PER_100_SESSIONS,
+)
 from session_learning.domain.evidence import EvidenceSettings
 from session_learning.domain.gates import GateThresholds
 from session_learning.domain.keys import ModelKey, timeframe_delta
@@ -85,7 +88,7 @@ class ReplayConfig:
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     false_alarms_per_100_sessions: float = DEFAULT_FALSE_ALARMS_PER_100_SESSIONS
     challenger_every: int = 1  # sessions with bars between the arena's new challengers
-    detector_block_trades: int = 1  # runs of trades resampled when designing a detector
+    detector_block_trades: int = DEFAULT_BLOCK_TRADES  # runs of trades resampled by a detector
 
     def __post_init__(self) -> None:
         if not self.models:

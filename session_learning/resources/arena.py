@@ -8,7 +8,11 @@ from pydantic import Field
 
 from session_learning.domain.arena import ArenaSettings
 from session_learning.domain.arena_session import ArenaSessionSettings
-from session_learning.domain.drift import DEFAULT_FALSE_ALARMS_PER_100_SESSIONS, DEFAULT_SHIFT_R
+from session_learning.domain.drift import (
+    DEFAULT_BLOCK_TRADES,
+    DEFAULT_FALSE_ALARMS_PER_100_SESSIONS,
+    DEFAULT_SHIFT_R,
+)
 from session_learning.domain.evidence import EvidenceSettings
 
 
@@ -48,6 +52,11 @@ class ArenaSettingsResource(dg.ConfigurableResource):
     shift_r: float = Field(
         default=DEFAULT_SHIFT_R,
         description="The fall of the champion's mean R per trade the detector is tuned to see.",
+    )
+    detector_block_trades: int = Field(
+        default=DEFAULT_BLOCK_TRADES,
+        description="The detector's threshold is calibrated by resampling runs of this many "
+        "consecutive validation trades (a model's trades are correlated; 1: one by one).",
     )
 
     def session_settings(self) -> ArenaSessionSettings:

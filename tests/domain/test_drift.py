@@ -180,3 +180,23 @@ def test_pausing_within_three_sessions_needs_trades():
     assert slow[1] > 0.95 and slow[2] <= 20
     assert fast[1] < 0.3 and fast[2] > 100
     assert fast[0] > slow[0]
+
+
+def test_an_optimistic_validation_does_not_pause_a_champion_that_still_earns():
+    # Validated at +1.0 R a trade (the gates chose it on that number), live at +0.4 R: earning
+    # less than promised is not losing. The detector is referenced to losing (reference 0), so
+    # the champion is paused within 100 sessions no more often than the budget allows; a
+    # detector referenced to the validation mean (0.75 R) would pause it almost surely.
+    rng = np.random.default_rng(21)
+    tps = 5
+    validation = rng.normal(1.0, 1.2, 3000)
+    live = rng.normal(0.4, 1.2, (2000, 100 * tps))
+    detector = design_detector(validation, trades_per_session=tps, seed=2, streams=2000)
+    assert detector.reference_r == 0.0
+    paused = (cusum_statistic(live, detector.reference_r) >= detector.threshold).any(axis=1)
+    assert paused.mean() <= 0.10
+    naive = (cusum_statistic(live, validation.mean() - 0.25) >= detector.threshold).any(axis=1)
+    assert naive.mean() > 0.9
+    # And it still stops a champion that loses: -0.3 R a trade, paused in every stream.
+    losing = rng.normal(-0.3, 1.2, (2000, 100 * tps))
+    assert (cusum_statistic(losing, detector.reference_r) >= detector.threshold).any(axis=1).all()

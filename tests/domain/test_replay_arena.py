@@ -38,10 +38,11 @@ from tests.domain.test_replay import KEY, SMALL
 # challenger to get ahead). The machinery, not the statistics, is under test here.
 EAGER = replace(
     SMALL,
-    end="2025-03-20T00:00Z",
+    end="2025-03-27T00:00Z",
     arms=("session_learning",),
     arena=ArenaSettings(max_challengers=2, alpha=0.95, min_sessions_before_eviction=12),
     false_alarms_per_100_sessions=0.99,
+    detector_block_trades=1,
     gates=GateThresholds(
         min_profit_factor=0.0, max_drawdown_pct=100.0, min_win_rate=0.0, min_trades={"30T": 1}
     ),
