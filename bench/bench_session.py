@@ -33,12 +33,12 @@ from _common import (
     write_results,
 )
 
-from session_learning.assets.models import history_start
 from session_learning.definitions import build_definitions
 from session_learning.domain.analysis import LearningRules, RetrainPlan, analyze_session
 from session_learning.domain.demo import simulate_trades
 from session_learning.domain.gates import judge
 from session_learning.domain.keys import DEFAULT_MODELS, ModelKey
+from session_learning.domain.sessions import history_start
 from session_learning.domain.synthetic import generate_bars
 from session_learning.domain.trades import valid_trades, validate_trades
 from session_learning.domain.training import (

@@ -16,10 +16,10 @@ import pandas as pd
 from _common import arguments, header, interleaved, median, row, write_results
 from catboost import CatBoostClassifier
 
-from session_learning.assets.models import history_start
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.estimators import Estimator
 from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
+from session_learning.domain.sessions import history_start
 from session_learning.domain.synthetic import generate_bars
 from session_learning.domain.trades import validate_trades
 from session_learning.domain.training import (

@@ -18,6 +18,7 @@ from session_learning.domain.analysis import (
 )
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import find_loser_patterns
+from session_learning.domain.sessions import of_model, recent_trades
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     export_session,
@@ -238,7 +239,7 @@ def build_session_assets(
         loser patterns), whether it triggers learning, and the retraining plan of every model."""
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-        recent = recent_trades(journal, models, end, config.pattern_lookback_days)
+        recent = recent_trades(journal.journal(), models, end, config.pattern_lookback_days)
         report = analyze_session(
             valid_trades(session_trades),
             models,
@@ -250,18 +251,6 @@ def build_session_assets(
         return dg.Output(report.to_dict(), metadata=report_metadata(report))
 
     return [session_trades, trade_exports, session_breakdown, problem_report]
-
-
-def recent_trades(
-    journal: TradeJournalResource, models: tuple[ModelKey, ...], end: pd.Timestamp, days: int
-) -> pd.DataFrame:
-    """Valid journal trades that exited in the ``days`` before ``end``."""
-    raw = journal.journal().trades_exited_between(end - pd.Timedelta(days=days), end)
-    return valid_trades(validate_trades(raw, known_models=models))
-
-
-def of_model(trades: pd.DataFrame, key: ModelKey) -> pd.DataFrame:
-    return trades.loc[(trades["symbol"] == key.symbol) & (trades["timeframe"] == key.timeframe)]
 
 
 def _rate(value: float | None) -> dg.MetadataValue:

@@ -20,6 +20,7 @@ from session_learning.domain.backtest import CostModel, run_backtest, signals_fr
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import Judgement, judge
 from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
+from session_learning.domain.sessions import PARTITION_FORMAT, history_span
 from session_learning.domain.trades import QUARANTINE_COLUMN, valid_trades, validate_trades
 from session_learning.domain.training import (
     BarrierTargets,
@@ -31,12 +32,10 @@ from session_learning.domain.training import (
     evaluate_production,
     train_candidate,
 )
-from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay.config import (
     ARENA_FILE,
     ARM_FILE,
     ReplayConfig,
-    history_span,
     plain_plan,
 )
 from session_learning.resources.journal import TradeJournal
