@@ -21,7 +21,6 @@ from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.sessions import of_model, recent_trades
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
-    export_session,
     judge_unplaceable,
     quarantine_counts,
     quarantined_trades,
@@ -193,7 +192,7 @@ def build_session_assets(
 
         Re-running a partition rewrites the same files; quarantined rows go to quarantine_<ts>.csv.
         """
-        paths = export_session(session_trades, context.partition_time_window.end, exports.path())
+        paths = exports.write_session(session_trades, context.partition_time_window.end)
         return dg.MaterializeResult(
             metadata={
                 **{f"{name}_csv": dg.MetadataValue.path(str(p)) for name, p in paths.items()},
