@@ -95,7 +95,7 @@ def plain() -> None:
 def training() -> None:
     import bench_training as b
 
-    from session_learning.domain.training import train_model
+    from session_learning.domain.fitting import train_model
 
     frame, features, params = b.training_set()
     profile = cProfile.Profile()

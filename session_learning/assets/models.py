@@ -26,6 +26,7 @@ from session_learning.assets.data_checks import (
 )
 from session_learning.assets.metadata import markdown_table, session_check_spec
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.barrier_refit import BarrierTargets
 from session_learning.domain.bars import BarDataError
 from session_learning.domain.features import (
     check_no_lookahead,
@@ -33,19 +34,17 @@ from session_learning.domain.features import (
     feature_sources,
     load_feature_function,
 )
+from session_learning.domain.fitting import (
+    evaluate_production,
+    train_candidate,
+    validation_predictions,
+)
 from session_learning.domain.gates import GATES, Judgement, judge
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import PatternRules
 from session_learning.domain.sessions import history_start, of_model, recent_trades
 from session_learning.domain.trades import valid_trades
-from session_learning.domain.training import (
-    BarrierTargets,
-    build_training_set,
-    effective_plan,
-    evaluate_production,
-    train_candidate,
-    validation_predictions,
-)
+from session_learning.domain.training import build_training_set, effective_plan
 from session_learning.hooks import outcome_hooks
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
