@@ -168,7 +168,6 @@ def build_training_set(
     windows = _windows(key, newest_first, len(bars), session_end, config)
     held_start = index[windows.train_end]
     held_end = index[newest_first] if newest_first < len(index) else session_end
-
     barriers = choose_barriers(
         bars,
         atr_values,
@@ -181,8 +180,7 @@ def build_training_set(
     frame = features.astype("float32")
     frame["label"] = _labels(bars, atr_values, barriers, newest_first, config)
     frame["split"] = _split_column(len(bars), windows)
-    weight = np.ones(len(bars))
-    matched = _boost_rows(frame, weight, positions)
+    weight, matched = _boost_rows(frame, positions)
     patterns, pattern_bars, search, pattern_notes = _loser_patterns(
         plan, bars, key, (held_start, held_end), session_end, pattern_trades, pattern_rules
     )
@@ -304,20 +302,19 @@ def _split_column(n_rows: int, windows: _Windows) -> np.ndarray:
 
 
 def _boost_rows(
-    frame: pd.DataFrame,
-    weight: np.ndarray,
-    positions: dict[str, tuple[int, pd.Timestamp, float]],
-) -> list[dict]:
-    """Raise the weight of the boosted losers' rows (in place) and return them. A row whose
-    label horizon has not completed by the session's end (or whose ATR has not started) takes
-    the trade's known lesson: not that direction."""
+    frame: pd.DataFrame, positions: dict[str, tuple[int, pd.Timestamp, float]]
+) -> tuple[np.ndarray, list[dict]]:
+    """Row weights (1, the boosted losers' rows raised to their boost) and the boosted rows. A
+    boosted row whose label horizon has not completed by the session's end (or whose ATR has not
+    started) takes the trade's known lesson in ``frame``: not that direction."""
+    weight = np.ones(len(frame))
     matched = []
     for trade_id, (position, row_time, boost) in positions.items():
         if np.isnan(frame["label"].iat[position]):
             frame.iloc[position, frame.columns.get_loc("label")] = 0.0
         weight[position] = max(weight[position], boost)
         matched.append({"trade_id": trade_id, "row": row_time.isoformat(), "boost": boost})
-    return matched
+    return weight, matched
 
 
 def _loser_patterns(
