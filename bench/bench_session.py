@@ -33,20 +33,16 @@ from _common import (
     write_results,
 )
 
-from session_learning.assets.models import history_start
 from session_learning.definitions import build_definitions
 from session_learning.domain.analysis import LearningRules, RetrainPlan, analyze_session
 from session_learning.domain.demo import simulate_trades
+from session_learning.domain.fitting import evaluate_production, train_candidate
 from session_learning.domain.gates import judge
 from session_learning.domain.keys import DEFAULT_MODELS, ModelKey
+from session_learning.domain.sessions import history_start
 from session_learning.domain.synthetic import generate_bars
 from session_learning.domain.trades import valid_trades, validate_trades
-from session_learning.domain.training import (
-    build_training_set,
-    effective_plan,
-    evaluate_production,
-    train_candidate,
-)
+from session_learning.domain.training import build_training_set, effective_plan
 from session_learning.jobs import LEARNING_JOB
 from session_learning.resources.journal import TradeJournal
 from session_learning.resources.learning_settings import LearningSettingsResource

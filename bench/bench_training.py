@@ -16,19 +16,14 @@ import pandas as pd
 from _common import arguments, header, interleaved, median, row, write_results
 from catboost import CatBoostClassifier
 
-from session_learning.assets.models import history_start
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.estimators import Estimator
+from session_learning.domain.fitting import catboost_params, train_model
 from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
+from session_learning.domain.sessions import history_start
 from session_learning.domain.synthetic import generate_bars
 from session_learning.domain.trades import validate_trades
-from session_learning.domain.training import (
-    CLASSES,
-    LearningConfig,
-    build_training_set,
-    catboost_params,
-    train_model,
-)
+from session_learning.domain.training import CLASSES, LearningConfig, build_training_set
 
 KEY = ModelKey("EURUSD", "30T")
 END = pd.Timestamp("2025-03-04 16:00", tz="UTC")

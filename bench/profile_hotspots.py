@@ -75,7 +75,7 @@ def session(storage: str = "sqlite") -> None:
     stats = pstats.Stats(profile)
     stats.sort_stats("cumulative").print_stats(
         "store_event|handle_output|load_input|_train|markdown_table|build_training_set|"
-        "run_backtest|save_candidate|promote|export_session|execute_step|evaluate_gates"
+        "run_backtest|save_candidate|promote|write_session_exports|execute_step|evaluate_gates"
     )
 
 
@@ -95,7 +95,7 @@ def plain() -> None:
 def training() -> None:
     import bench_training as b
 
-    from session_learning.domain.training import train_model
+    from session_learning.domain.fitting import train_model
 
     frame, features, params = b.training_set()
     profile = cProfile.Profile()

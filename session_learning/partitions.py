@@ -6,16 +6,12 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
-DEFAULT_SESSION_HOURS = 4
-DEFAULT_START = "2025-01-01-00:00"
-
-
-def session_cron(hours: int) -> str:
-    """The cron schedule of sessions that last ``hours`` (a divisor of 24)."""
-    if hours not in (1, 2, 3, 4, 6, 8, 12, 24):
-        raise ValueError(f"session length must divide a day evenly, got {hours} hours")
-    return "0 0 * * *" if hours == 24 else f"0 */{hours} * * *"
+from session_learning.domain.sessions import (
+    DEFAULT_SESSION_HOURS,
+    DEFAULT_START,
+    PARTITION_FORMAT,
+    session_cron,
+)
 
 
 def build_session_partitions(

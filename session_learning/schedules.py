@@ -7,8 +7,9 @@ All start stopped: turn them on in the UI (Automation) or with
 import dagster as dg
 
 from session_learning.domain.keys import ModelKey
+from session_learning.domain.sessions import session_cron
 from session_learning.jobs import LEARNING_JOB, MONITOR_JOB, PERFORMANCE_JOB, full_retrain_config
-from session_learning.partitions import ended_session_key, session_cron
+from session_learning.partitions import ended_session_key
 
 
 def build_schedules(

@@ -40,8 +40,8 @@ import yaml
 
 from session_learning.domain.bars import DEFAULT_MAX_GAP
 from session_learning.domain.keys import DEFAULT_MODELS, TIMEFRAMES, ModelKey, parse_models
+from session_learning.domain.sessions import DEFAULT_SESSION_HOURS, DEFAULT_START
 from session_learning.domain.training import LearningConfig
-from session_learning.partitions import DEFAULT_SESSION_HOURS, DEFAULT_START
 
 JOURNAL_URL_VAR = "SESSION_LEARNING_JOURNAL_URL"
 MARKET_DATA_VAR = "SESSION_LEARNING_MARKET_DATA"

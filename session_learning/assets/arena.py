@@ -41,10 +41,10 @@ from session_learning.domain.drift import ChangeDetector, design_detector
 from session_learning.domain.features import atr, card_feature_set
 from session_learning.domain.gates import Judgement
 from session_learning.domain.keys import ModelKey
+from session_learning.domain.sessions import PARTITION_FORMAT, history_start
 from session_learning.domain.signals import score_bars
 from session_learning.domain.training import TradingRule
 from session_learning.hooks import outcome_hooks
-from session_learning.partitions import PARTITION_FORMAT
 from session_learning.reports.plots import change_statistic_png, evidence_curves_png, png_markdown
 from session_learning.resources.arena import ArenaSettingsResource
 from session_learning.resources.journal import TradeJournalResource
@@ -583,7 +583,7 @@ def _mark(
         ]
     )
     history = learning_settings.learning_config(key).warmup_bars + 50
-    bars = market_data.bars(key, first - key.bar * int(history * 7 / 5 + 10), end)
+    bars = market_data.bars(key, history_start(key, first, history, market_data.calendar(key)), end)
     bars = bars.loc[bars.index < end]
     signals, configs = {}, {}
     for version in members:

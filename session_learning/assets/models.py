@@ -25,28 +25,26 @@ from session_learning.assets.data_checks import (
     history_not_needed,
 )
 from session_learning.assets.metadata import markdown_table, session_check_spec
-from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.barrier_refit import BarrierTargets
 from session_learning.domain.bars import BarDataError
-from session_learning.domain.calendars import TradingCalendar, calendar_for
 from session_learning.domain.features import (
     check_no_lookahead,
     feature_set,
     feature_sources,
     load_feature_function,
 )
-from session_learning.domain.gates import GATES, Judgement, judge
-from session_learning.domain.keys import ModelKey
-from session_learning.domain.patterns import PatternRules
-from session_learning.domain.trades import valid_trades
-from session_learning.domain.training import (
-    BarrierTargets,
-    build_training_set,
-    effective_plan,
+from session_learning.domain.fitting import (
     evaluate_production,
     train_candidate,
     validation_predictions,
 )
+from session_learning.domain.gates import GATES, Judgement, judge
+from session_learning.domain.keys import ModelKey
+from session_learning.domain.patterns import PatternRules
+from session_learning.domain.sessions import history_start, of_model, recent_trades
+from session_learning.domain.trades import valid_trades
+from session_learning.domain.training import build_training_set, effective_plan
 from session_learning.hooks import outcome_hooks
 from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 from session_learning.resources.journal import TradeJournalResource
@@ -82,18 +80,6 @@ def arena_requests(store, key: ModelKey) -> tuple[str, ...]:
     if document is None:
         return ()
     return tuple(document["state"]["arena_state"]["arena"].get("requests", ()))
-
-
-def history_start(
-    key: ModelKey,
-    session_end: pd.Timestamp,
-    bars_needed: int,
-    calendar: TradingCalendar | None = None,
-) -> pd.Timestamp:
-    """How far back to load ``bars_needed`` bars (and 10 more) on the symbol's trading
-    calendar: weekends, daily breaks and holidays hold no bars."""
-    chosen = calendar_for(key.symbol) if calendar is None else calendar
-    return chosen.history_start(session_end, bars_needed + 10, key.bar)
 
 
 def build_model_assets(
@@ -170,7 +156,7 @@ def build_model_assets(
         # Loser patterns are searched in the training set, which knows the held-out span:
         # it takes the lookback before that span, so the journal is read as far as the bars go.
         days = int((end - bars.index[0]) / pd.Timedelta(days=1)) + 1 if len(bars) else 1
-        journal_trades = of_model(recent_trades(journal, (key,), end, days), key)
+        journal_trades = of_model(recent_trades(journal.journal(), (key,), end, days), key)
         specs = learning_settings.feature_specs(key.slug)
         for spec in specs:  # a user feature that looks ahead would make every number a lie
             check_no_lookahead(load_feature_function(spec), bars.iloc[-3000:])

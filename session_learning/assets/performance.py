@@ -10,7 +10,7 @@ from pydantic import Field
 
 from session_learning.assets import OWNERS
 from session_learning.assets.metadata import markdown_table
-from session_learning.partitions import DEFAULT_SESSION_HOURS
+from session_learning.domain.sessions import DEFAULT_SESSION_HOURS
 from session_learning.reports.plots import new_figure, png_bytes, png_markdown
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.journal_reports import (

@@ -18,9 +18,9 @@ from session_learning.domain.analysis import (
 )
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import find_loser_patterns
+from session_learning.domain.sessions import of_model, recent_trades
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
-    export_session,
     judge_unplaceable,
     quarantine_counts,
     quarantined_trades,
@@ -192,7 +192,7 @@ def build_session_assets(
 
         Re-running a partition rewrites the same files; quarantined rows go to quarantine_<ts>.csv.
         """
-        paths = export_session(session_trades, context.partition_time_window.end, exports.path())
+        paths = exports.write_session(session_trades, context.partition_time_window.end)
         return dg.MaterializeResult(
             metadata={
                 **{f"{name}_csv": dg.MetadataValue.path(str(p)) for name, p in paths.items()},
@@ -238,7 +238,7 @@ def build_session_assets(
         loser patterns), whether it triggers learning, and the retraining plan of every model."""
         window = context.partition_time_window
         start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-        recent = recent_trades(journal, models, end, config.pattern_lookback_days)
+        recent = recent_trades(journal.journal(), models, end, config.pattern_lookback_days)
         report = analyze_session(
             valid_trades(session_trades),
             models,
@@ -250,18 +250,6 @@ def build_session_assets(
         return dg.Output(report.to_dict(), metadata=report_metadata(report))
 
     return [session_trades, trade_exports, session_breakdown, problem_report]
-
-
-def recent_trades(
-    journal: TradeJournalResource, models: tuple[ModelKey, ...], end: pd.Timestamp, days: int
-) -> pd.DataFrame:
-    """Valid journal trades that exited in the ``days`` before ``end``."""
-    raw = journal.journal().trades_exited_between(end - pd.Timedelta(days=days), end)
-    return valid_trades(validate_trades(raw, known_models=models))
-
-
-def of_model(trades: pd.DataFrame, key: ModelKey) -> pd.DataFrame:
-    return trades.loc[(trades["symbol"] == key.symbol) & (trades["timeframe"] == key.timeframe)]
 
 
 def _rate(value: float | None) -> dg.MetadataValue:

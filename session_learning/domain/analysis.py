@@ -367,19 +367,8 @@ def build_plans(
             plan = replace(plan, refit_barriers=True)
         my_over = overconfident.get(key.slug, [])
         if my_over:
-            reasons.append(
-                f"overconfident: {len(my_over)} high-confidence stop-loss loser(s) boosted "
-                f"{rules.overconfident_loser_boost:g}x, more regularization, edge threshold "
-                f"{rules.base_edge_threshold:g} -> {rules.overconfident_edge_threshold:g}"
-            )
-            for trade_id in my_over:
-                boosts[trade_id] = max(boosts.get(trade_id, 1.0), rules.overconfident_loser_boost)
-            plan = replace(
-                plan,
-                l2_leaf_reg=rules.overconfident_l2_leaf_reg,
-                depth=max(2, rules.base_depth - rules.overconfident_depth_reduction),
-                edge_threshold=rules.overconfident_edge_threshold,
-            )
+            plan, reason = _treat_overconfidence(plan, my_over, boosts, rules)
+            reasons.append(reason)
         own_bias = next(
             (p.direction for p in problems if p.kind == "directional_bias" and p.model == key.slug),
             None,
@@ -387,24 +376,58 @@ def build_plans(
         weak = own_bias or (session_bias if (losers["direction"] == session_bias).any() else None)
         if weak:
             weak_losers = losers.loc[losers["direction"] == weak, "trade_id"].astype(str)
-            reasons.append(
-                f"directional bias: {len(weak_losers)} {weak} loser(s) boosted "
-                f"{rules.weak_direction_loser_boost:g}x, Flat class weight x"
-                f"{rules.flat_class_weight:g}, {weak} class weight x"
-                f"{rules.weak_direction_class_weight:g}"
-            )
-            for trade_id in weak_losers:
-                boosts[trade_id] = max(boosts.get(trade_id, 1.0), rules.weak_direction_loser_boost)
-            weights = dict(plan.class_weights)
-            weights["flat"] *= rules.flat_class_weight
-            weights[weak] *= rules.weak_direction_class_weight
-            plan = replace(plan, class_weights=weights, weak_direction=weak)
+            plan, reason = _treat_bias(plan, weak, list(weak_losers), boosts, rules)
+            reasons.append(reason)
         mine_patterns = list((patterns or {}).get(key.slug, ()))
         if mine_patterns:
             reasons += [f"loser pattern: {p.message}" for p in mine_patterns]
             plan = replace(plan, loser_patterns=tuple(p.to_dict() for p in mine_patterns))
         plans[key.slug] = replace(plan, reasons=tuple(reasons), trade_boosts=boosts)
     return plans
+
+
+def _treat_overconfidence(
+    plan: RetrainPlan, trade_ids: list[str], boosts: dict[str, float], rules: LearningRules
+) -> tuple[RetrainPlan, str]:
+    """An overconfident model's plan: its high-confidence stop-loss losers boosted (in
+    ``boosts``), more regularization, a higher edge threshold; and the reason."""
+    reason = (
+        f"overconfident: {len(trade_ids)} high-confidence stop-loss loser(s) boosted "
+        f"{rules.overconfident_loser_boost:g}x, more regularization, edge threshold "
+        f"{rules.base_edge_threshold:g} -> {rules.overconfident_edge_threshold:g}"
+    )
+    for trade_id in trade_ids:
+        boosts[trade_id] = max(boosts.get(trade_id, 1.0), rules.overconfident_loser_boost)
+    plan = replace(
+        plan,
+        l2_leaf_reg=rules.overconfident_l2_leaf_reg,
+        depth=max(2, rules.base_depth - rules.overconfident_depth_reduction),
+        edge_threshold=rules.overconfident_edge_threshold,
+    )
+    return plan, reason
+
+
+def _treat_bias(
+    plan: RetrainPlan,
+    weak: str,
+    weak_losers: list[str],
+    boosts: dict[str, float],
+    rules: LearningRules,
+) -> tuple[RetrainPlan, str]:
+    """A plan against a directional bias: the ``weak`` direction's losers boosted (in
+    ``boosts``), the flat and ``weak`` classes weighted up; and the reason."""
+    reason = (
+        f"directional bias: {len(weak_losers)} {weak} loser(s) boosted "
+        f"{rules.weak_direction_loser_boost:g}x, Flat class weight x"
+        f"{rules.flat_class_weight:g}, {weak} class weight x"
+        f"{rules.weak_direction_class_weight:g}"
+    )
+    for trade_id in weak_losers:
+        boosts[trade_id] = max(boosts.get(trade_id, 1.0), rules.weak_direction_loser_boost)
+    weights = dict(plan.class_weights)
+    weights["flat"] *= rules.flat_class_weight
+    weights[weak] *= rules.weak_direction_class_weight
+    return replace(plan, class_weights=weights, weak_direction=weak), reason
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,13 @@ def main() -> None:
     """Print the promotion and demotion tables."""
     rng = np.random.default_rng(0)
     alpha, cost, challengers = 0.05, 0.005, 3
+    _print_false_promotions(rng, alpha, cost)
+    _print_promotion_speed(rng, alpha, cost, challengers)
+    _print_demotion_delays()
+
+
+def _print_false_promotions(rng: np.random.Generator, alpha: float, cost: float) -> None:
+    """How often a challenger no better than the champion is promoted."""
     print(f"Promotion e-process: {BARS_PER_SESSION} paired bars a session, switching cost {cost} R")
     print("a bar, bound 6 R, heavy-tailed skewed differences (sd about 0.58 R a bar)")
     print("\nfalse promotions within 500 sessions, 1,000 null streams, threshold 1/alpha = 20:")
@@ -377,6 +384,12 @@ def main() -> None:
             f"  true mean {mean:+.3f} R/bar: model-years with a promotion "
             f"{np.mean(promotions > 0):.3f}, challengers entered a year {entered.mean():.0f}"
         )
+
+
+def _print_promotion_speed(
+    rng: np.random.Generator, alpha: float, cost: float, challengers: int
+) -> None:
+    """How fast a better challenger is promoted, and what the bound and the churn cost."""
     print("\nthe price of churn: from a session of a churning reign on, every new candidate is")
     print("0.1 R/bar better than the champion (as after a change the newest models learned):")
     null_pool, better_pool = difference_pool(rng, 0.0), difference_pool(rng, 0.1)
@@ -428,6 +441,10 @@ def main() -> None:
             f"  edge {mean:.2f} R/bar: median {medians[0]:.0f} sessions (bound 6 R), "
             f"{medians[1]:.0f} (bound 3 R)"
         )
+
+
+def _print_demotion_delays() -> None:
+    """How fast the change detector demotes a champion that starts losing."""
     print("\nDemotion CUSUM, champion mean +0.2 R -> -0.3 R a trade, sd 1.2 R:")
     print("(delays pooled over 5 detectors, each designed from its own 3,000 validation trades)")
     for trades in (20, 10):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from session_learning.domain.barriers import OPEN, first_touch_many, ohlc_arrays
+from session_learning.domain.barriers import OPEN, Touches, first_touch_many, ohlc_arrays
 
 TRADE_FRAME_COLUMNS = (
     "entry_time",
@@ -164,14 +164,10 @@ def run_backtest(
     arrays by position.
     """
     open_, high, low, close = ohlc_arrays(bars)
-    n = len(bars)
-    signal_values = np.nan_to_num(_aligned(signals, bars.index, "signals"))
-    if not np.isin(signal_values, (-1, 0, 1)).all():
-        raise ValueError("signals must be -1, 0 or 1 (NaN counts as 0)")
-    signal_values = signal_values.astype(np.int64)
+    signal_values = _signal_values(signals, bars.index)
     atr_values = _aligned(atr, bars.index, "atr")
 
-    decision = np.flatnonzero(signal_values[: max(n - 1, 0)])
+    decision = np.flatnonzero(signal_values[: max(len(bars) - 1, 0)])
     entry = open_[decision + 1]
     width = atr_values[decision]
     usable = np.isfinite(entry) & np.isfinite(width) & (width > 0)
@@ -190,7 +186,36 @@ def run_backtest(
         stop_loss,
         config.max_holding_bars,
     )
+    t = _taken(decision, touches)
+    trades, r_multiple, exit_time = _trades(
+        bars,
+        decision[t],
+        direction[t],
+        (entry[t], stop_loss[t], take_profit[t]),
+        touches,
+        t,
+        costs,
+        bar_length,
+    )
+    equity = pd.Series(
+        equity_curve(r_multiple, config.risk_per_trade),
+        index=pd.DatetimeIndex(exit_time, name="exit_time"),
+        name="equity",
+    )
+    metrics = compute_metrics(r_multiple, exit_time, config.risk_per_trade)
+    return BacktestResult(trades=trades, equity=equity, metrics=metrics)
 
+
+def _signal_values(signals: np.ndarray | pd.Series, index: pd.DatetimeIndex) -> np.ndarray:
+    """``signals`` as integers -1/0/1 per bar (NaN counts as 0); anything else is an error."""
+    values = np.nan_to_num(_aligned(signals, index, "signals"))
+    if not np.isin(values, (-1, 0, 1)).all():
+        raise ValueError("signals must be -1, 0 or 1 (NaN counts as 0)")
+    return values.astype(np.int64)
+
+
+def _taken(decision: np.ndarray, touches: Touches) -> np.ndarray:
+    """Positions (in ``decision``) of the signals that are traded, one position at a time."""
     # Every usable signal has its outcome already; the walk only picks which ones are taken:
     # after a trade exits on bar k, the next trade is the first signal on bar k or later.
     next_signal = np.searchsorted(decision, touches.exit_idx, side="left").tolist()
@@ -200,45 +225,51 @@ def run_backtest(
     while k < len(decision) and not still_open[k]:
         taken.append(k)
         k = next_signal[k]
-    t = np.asarray(taken, dtype=np.int64)
+    return np.asarray(taken, dtype=np.int64)
 
+
+def _trades(
+    bars: pd.DataFrame,
+    decision: np.ndarray,
+    sign: np.ndarray,
+    prices: tuple[np.ndarray, np.ndarray, np.ndarray],
+    touches: Touches,
+    t: np.ndarray,
+    costs: CostModel,
+    bar_length: pd.Timedelta | None,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DatetimeIndex]:
+    """The taken trades (signal bars ``decision``, directions ``sign``, entry, stop and take
+    profit ``prices``; ``t`` their positions in ``touches``) with costs: the trade frame,
+    their R multiples and exit times."""
+    entry_price, stop_loss, take_profit = prices
     exit_idx = touches.exit_idx[t]
     exit_price = touches.exit_price[t]
-    entry_price = entry[t]
-    sign = direction[t]
     pnl = sign * (exit_price - entry_price) - costs.round_trip(entry_price, exit_price)
-    r_multiple = pnl / np.abs(entry_price - stop_loss[t])
+    r_multiple = pnl / np.abs(entry_price - stop_loss)
     exit_time = bars.index[:0]
     if len(t):
         if bar_length is None:
             # Two bars at least exist here: every trade enters on the bar after its signal.
             bar_length = (bars.index[1:] - bars.index[:-1]).min()
         exit_time = bars.index[exit_idx] + bar_length
-
     trades = pd.DataFrame(
         {
-            "entry_time": bars.index[decision[t] + 1],
+            "entry_time": bars.index[decision + 1],
             "exit_time": exit_time,
             "direction": np.where(sign > 0, "long", "short"),
             "entry_price": entry_price,
             "exit_price": exit_price,
-            "stop_loss": stop_loss[t],
-            "take_profit": take_profit[t],
+            "stop_loss": stop_loss,
+            "take_profit": take_profit,
             "exit_reason": touches.reason_names()[t],
             "pnl": pnl,
             "r_multiple": r_multiple,
-            "bars_held": exit_idx - decision[t],
-            "signal_index": decision[t],
+            "bars_held": exit_idx - decision,
+            "signal_index": decision,
         },
         columns=list(TRADE_FRAME_COLUMNS),
     )
-    equity = pd.Series(
-        equity_curve(r_multiple, config.risk_per_trade),
-        index=pd.DatetimeIndex(exit_time, name="exit_time"),
-        name="equity",
-    )
-    metrics = compute_metrics(r_multiple, exit_time, config.risk_per_trade)
-    return BacktestResult(trades=trades, equity=equity, metrics=metrics)
+    return trades, r_multiple, exit_time
 
 
 def equity_curve(r_multiples: np.ndarray, risk_per_trade: float) -> np.ndarray:

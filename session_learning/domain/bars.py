@@ -41,21 +41,20 @@ from typing import Any, NoReturn
 import numpy as np
 import pandas as pd
 
-from session_learning.domain.calendars import (
-    FALLBACK_CALENDAR,
-    TradingCalendar,
-    calendar_for,
-    get_calendar,
+from session_learning.domain.bar_gaps import (
+    SHOWN_SESSIONS,
+    BarGap,
+    Calendar,
+    find_gaps,
+    hours_text,
 )
+from session_learning.domain.calendars import TradingCalendar, calendar_for, get_calendar
 from session_learning.domain.keys import BAR_COLUMNS, ModelKey
 
-# A calendar name (see ``session_learning.domain.calendars``) or a ``TradingCalendar``.
-Calendar = str | TradingCalendar
 DEFAULT_MAX_GAP = pd.Timedelta(days=1)  # one trading day
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 _SHOWN_GAPS = 5  # gaps listed in metadata and messages
-_SHOWN_SESSIONS = 6  # missing session dates listed per gap
 
 
 class BarDataError(ValueError):
@@ -76,37 +75,6 @@ class BarDataError(ValueError):
         self.key = key
         self.first = first
         self.count = count
-
-
-@dataclass(frozen=True)
-class BarGap:
-    """Consecutive expected bars that are missing: ``start`` is the open time of the first
-    missing bar, ``end`` the open time of the next bar present, ``length`` the trading time
-    between them on the calendar, ``sessions`` the dates of whole trading sessions that are
-    missing (every bar of a session the calendar has open)."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-    missing_bars: int
-    length: pd.Timedelta
-    sessions: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        text = f"{self.start.isoformat()} .. {self.end.isoformat()} ({self.missing_bars} bars, {_hours(self.length)})"
-        if self.sessions:
-            shown = ", ".join(self.sessions[:_SHOWN_SESSIONS])
-            more = (
-                f" and {len(self.sessions) - _SHOWN_SESSIONS} more"
-                if len(self.sessions) > _SHOWN_SESSIONS
-                else ""
-            )
-            whole = (
-                "the whole session"
-                if len(self.sessions) == 1
-                else f"{len(self.sessions)} whole sessions"
-            )
-            text += f", missing {whole} of {shown}{more}"
-        return text
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,68 +199,6 @@ def to_utc(value: object, what: str) -> pd.Timestamp:
     if stamp is pd.NaT:
         raise ValueError(f"{what} is not a time: {value!r}")
     return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
-
-
-def trading_time(
-    start: pd.Timestamp, end: pd.Timestamp, calendar: Calendar = FALLBACK_CALENDAR
-) -> pd.Timedelta:
-    """Trading time between two UTC instants on ``calendar`` (negative when ``end`` is before
-    ``start``)."""
-    return get_calendar(calendar).trading_time(start, end)
-
-
-def expected_bar_times(
-    first: pd.Timestamp,
-    last: pd.Timestamp,
-    bar: pd.Timedelta,
-    calendar: Calendar = FALLBACK_CALENDAR,
-) -> pd.DatetimeIndex:
-    """Grid times from ``first`` to ``last`` (both included) at which the calendar expects a bar."""
-    return get_calendar(calendar).expected_bar_times(first, last, bar)
-
-
-def find_gaps(
-    index: pd.DatetimeIndex, bar: pd.Timedelta, calendar: Calendar = FALLBACK_CALENDAR
-) -> tuple[BarGap, ...]:
-    """Runs of expected bars missing between the first and the last bar of a sorted, unique,
-    on-grid ``index``.
-
-    A run ends at the next bar present, which always exists: the last bar of ``index`` is
-    present, even when the calendar does not expect it (a bar on a closed weekend)."""
-    if len(index) < 2:
-        return ()
-    calendar = get_calendar(calendar)
-    present = index.as_unit("ns")
-    expected = calendar.expected_bar_times(present[0], present[-1], bar)
-    missing = ~expected.isin(present)
-    if not missing.any():
-        return ()
-    # A run is consecutive missing expected bars with no bar present between them (a bar
-    # printed while the calendar is closed, say in the daily break, still splits a run).
-    where = np.flatnonzero(missing)
-    after = present.searchsorted(expected[where])  # the next bar present after each
-    new_run = np.ones(len(where), dtype=bool)
-    new_run[1:] = (np.diff(where) != 1) | (np.diff(after) != 0)
-    run_starts = np.flatnonzero(new_run)
-    counts = np.diff(np.append(run_starts, len(where)))
-    firsts = expected[where[run_starts]]
-    ends = present[after[run_starts]]
-    clock = calendar.trading_clock(firsts.append(ends), present[0])
-    lengths = clock[len(firsts) :] - clock[: len(firsts)]
-    sessions = calendar.sessions(present[0], present[-1] + bar)
-    lo = sessions["open"].searchsorted(firsts, side="left")
-    hi = sessions["close"].searchsorted(ends, side="right")
-    labels = [f"{day:%Y-%m-%d}" for day in sessions.index]
-    return tuple(
-        BarGap(
-            start=firsts[n].as_unit(index.unit),
-            end=ends[n].as_unit(index.unit),
-            missing_bars=int(counts[n]),
-            length=pd.Timedelta(int(lengths[n]), unit="ns"),
-            sessions=tuple(labels[lo[n] : hi[n]]),
-        )
-        for n in range(len(firsts))
-    )
 
 
 # --- the rules ----------------------------------------------------------------------------
@@ -459,7 +365,7 @@ def _check_grid(index: pd.DatetimeIndex, key: ModelKey) -> None:
             key,
             "grid",
             f"{len(off)} bars do not open on the {key.timeframe} grid "
-            f"(multiples of {_hours(key.bar)} from midnight UTC)",
+            f"(multiples of {hours_text(key.bar)} from midnight UTC)",
             "Bar times must be open times in UTC; check the timeframe, the zone and the "
             "provider's bar alignment, or resample the bars.",
             first=off[0],
@@ -524,15 +430,15 @@ def _check_gaps(
         sessions = [day for gap in long for day in gap.sessions]
         missing = (
             f"; the calendar {calendar} has {_count(len(sessions), 'session')} open there with "
-            f"no bar at all ({', '.join(sessions[:_SHOWN_SESSIONS])}"
-            f"{', ...' if len(sessions) > _SHOWN_SESSIONS else ''})"
+            f"no bar at all ({', '.join(sessions[:SHOWN_SESSIONS])}"
+            f"{', ...' if len(sessions) > SHOWN_SESSIONS else ''})"
             if sessions
             else ""
         )
         _fail(
             key,
             "gap",
-            f"{_count(len(long), 'gap')} longer than max_gap {_hours(max_gap)} of trading time "
+            f"{_count(len(long), 'gap')} longer than max_gap {hours_text(max_gap)} of trading time "
             f"on the {calendar} calendar, largest {largest}{missing}",
             "Fill the hole at the source (re-download the range); if the market really was "
             "closed, choose a calendar that knows the closure (market data 'calendars') or "
@@ -567,7 +473,7 @@ def _check_freshness(
         _fail(
             key,
             "stale",
-            f"no bars at all, so none newer than max_staleness {_hours(max_staleness)} before {now.isoformat()}",
+            f"no bars at all, so none newer than max_staleness {hours_text(max_staleness)} before {now.isoformat()}",
             "Check that the source has data for this model and is still being updated.",
         )
     close = index[-1] + key.bar
@@ -576,9 +482,9 @@ def _check_freshness(
         _fail(
             key,
             "stale",
-            f"the newest bar opened at {index[-1].isoformat()} and closed {_hours(age)} of "
+            f"the newest bar opened at {index[-1].isoformat()} and closed {hours_text(age)} of "
             f"trading time ({calendar} calendar) before {now.isoformat()}, more than "
-            f"max_staleness {_hours(max_staleness)}",
+            f"max_staleness {hours_text(max_staleness)}",
             "Check that the source is still being updated (or raise max_staleness).",
         )
 
@@ -588,9 +494,3 @@ def _check_freshness(
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _hours(span: pd.Timedelta) -> str:
-    if abs(span) < pd.Timedelta(hours=1):
-        return f"{span / pd.Timedelta(minutes=1):g}min"
-    return f"{span / pd.Timedelta(hours=1):g}h"

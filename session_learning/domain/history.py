@@ -159,46 +159,9 @@ def check_history(
         reason = " ".join(str(error).split()) if error is not None else "no bars were loaded"
         return HistoryCheck(**base, status=CANNOT, verdict=f"the bars cannot be used: {reason}")
 
-    bars = report.bars
-    bars = bars.loc[bars.index + key.bar <= session_end]
-    count = len(bars)
-    first = bars.index[0] if count else None
-    last = bars.index[-1] if count else None
-    staleness = (
-        max(calendar.trading_time(last + key.bar, session_end), pd.Timedelta(0))
-        if last is not None
-        else None
-    )
-    expected = len(calendar.expected_bar_times(first, last, key.bar)) if first is not None else 0
-    found = {
-        "bars": count,
-        "first_bar": first,
-        "last_bar": last,
-        "gaps": len(report.gaps),
-        "missing_bars": report.missing_bars,
-        "largest_gap": str(report.largest_gap) if report.largest_gap else "",
-        "staleness": staleness,
-    }
-    notes: list[str] = []
-    if staleness is not None and staleness > max_staleness:
-        notes.append(
-            f"the newest bar ({last.isoformat()}) closed {_hours(staleness)} of trading time "
-            f"before the session's end: fetch recent bars"
-        )
-    if expected and report.missing_bars > MAX_MISSING_SHARE * expected:
-        share = report.missing_bars / expected
-        higher = _higher_timeframe(key)
-        notes.append(
-            f"{report.missing_bars} bars ({share:.0%}) missing in {len(report.gaps)} "
-            f"gap{'s' if len(report.gaps) != 1 else ''}, "
-            f"largest {report.largest_gap}: re-download them"
-            + (
-                f", or use a higher timeframe ({higher}) whose bars the holes do not empty"
-                if higher
-                else ""
-            )
-        )
-
+    found, expected = _measure(report, key, session_end, calendar)
+    notes = _notes(key, report, found, expected, max_staleness)
+    count, first, last = found["bars"], found["first_bar"], found["last_bar"]
     if count == 0:
         verdict = (
             f"no bars close by {session_end:%Y-%m-%d %H:%M}; the windows need {needs.full} "
@@ -207,21 +170,7 @@ def check_history(
         return HistoryCheck(**base, **found, status=CANNOT, verdict=verdict, notes=tuple(notes))
     have = f"{count} bars ({first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC)"
     if count < needs.minimum:
-        short = needs.full - count
-        fetch_from = calendar.history_start(first, short, key.bar)
-        fixes = [f"fetch {short} more bars (history from {fetch_from:%Y-%m-%d})"]
-        deficit = needs.minimum - count
-        if needs.validation - deficit >= MIN_VALIDATION_ROWS:
-            fixes.append(
-                f"or shorten the windows: training_bars {needs.training} -> {MIN_TRAINING_ROWS} "
-                f"and validation_bars[{key.timeframe}] {needs.validation} -> "
-                f"{needs.validation - deficit} (fewer validation trades for the gates)"
-            )
-        higher = _higher_timeframe_that_fits(
-            key, config, calendar, first, session_start, session_end
-        )
-        if higher:
-            fixes.append(f"or use a higher timeframe: {higher}")
+        fixes = _fixes(key, needs, count, first, config, calendar, session_start, session_end)
         verdict = (
             f"{have}; learning needs at least {needs.minimum} ({needs.describe()}, training "
             f"cut to {MIN_TRAINING_ROWS}). Fix: " + "; ".join(fixes) + "."
@@ -242,6 +191,93 @@ def check_history(
     if notes:
         verdict += " Also: " + "; ".join(notes) + "."
     return HistoryCheck(**base, **found, status=status, verdict=verdict, notes=tuple(notes))
+
+
+def _measure(
+    report: BarReport, key: ModelKey, session_end: pd.Timestamp, calendar: TradingCalendar
+) -> tuple[dict, int]:
+    """What the bars closed by ``session_end`` hold (the ``HistoryCheck`` fields), and how many
+    bars the calendar expects from their first to their last."""
+    bars = report.bars
+    bars = bars.loc[bars.index + key.bar <= session_end]
+    count = len(bars)
+    first = bars.index[0] if count else None
+    last = bars.index[-1] if count else None
+    staleness = (
+        max(calendar.trading_time(last + key.bar, session_end), pd.Timedelta(0))
+        if last is not None
+        else None
+    )
+    expected = len(calendar.expected_bar_times(first, last, key.bar)) if first is not None else 0
+    found = {
+        "bars": count,
+        "first_bar": first,
+        "last_bar": last,
+        "gaps": len(report.gaps),
+        "missing_bars": report.missing_bars,
+        "largest_gap": str(report.largest_gap) if report.largest_gap else "",
+        "staleness": staleness,
+    }
+    return found, expected
+
+
+def _notes(
+    key: ModelKey,
+    report: BarReport,
+    found: dict,
+    expected: int,
+    max_staleness: pd.Timedelta,
+) -> list[str]:
+    """Warnings that do not stop learning: stale bars, many missing bars."""
+    notes: list[str] = []
+    staleness, last = found["staleness"], found["last_bar"]
+    if staleness is not None and staleness > max_staleness:
+        notes.append(
+            f"the newest bar ({last.isoformat()}) closed {_hours(staleness)} of trading time "
+            f"before the session's end: fetch recent bars"
+        )
+    if expected and report.missing_bars > MAX_MISSING_SHARE * expected:
+        share = report.missing_bars / expected
+        higher = _higher_timeframe(key)
+        notes.append(
+            f"{report.missing_bars} bars ({share:.0%}) missing in {len(report.gaps)} "
+            f"gap{'s' if len(report.gaps) != 1 else ''}, "
+            f"largest {report.largest_gap}: re-download them"
+            + (
+                f", or use a higher timeframe ({higher}) whose bars the holes do not empty"
+                if higher
+                else ""
+            )
+        )
+    return notes
+
+
+def _fixes(
+    key: ModelKey,
+    needs: HistoryNeeds,
+    count: int,
+    first: pd.Timestamp,
+    config: LearningConfig,
+    calendar: TradingCalendar,
+    session_start: pd.Timestamp,
+    session_end: pd.Timestamp,
+) -> list[str]:
+    """What would let learning run on too few bars: more history, shorter windows, a higher
+    timeframe."""
+    short = needs.full - count
+    fetch_from = calendar.history_start(first, short, key.bar)
+    fixes = [f"fetch {short} more bars (history from {fetch_from:%Y-%m-%d})"]
+    deficit = needs.minimum - count
+    if needs.validation - deficit >= MIN_VALIDATION_ROWS:
+        fixes.append(
+            f"or shorten the windows: training_bars {needs.training} -> {MIN_TRAINING_ROWS} "
+            f"and validation_bars[{key.timeframe}] {needs.validation} -> "
+            f"{needs.validation - deficit} (fewer validation trades for the gates)"
+        )
+    higher = _higher_timeframe_that_fits(key, config, calendar, first, session_start, session_end)
+    if higher:
+        fixes.append(f"or use a higher timeframe: {higher}")
+    return fixes
 
 
 def _higher_timeframe(key: ModelKey) -> str | None:

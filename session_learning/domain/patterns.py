@@ -328,9 +328,43 @@ def analyze_loser_patterns(
     pnl = trades["pnl"].astype(float)
     n, n_losers = len(trades), int((pnl < 0).sum())
     baseline = n_losers / n
+    dimensions, skipped, notes = _dimensions(trades, key, bars, rules)
+    rows, patterns = [], []
+    for dimension in DIMENSIONS:
+        if dimension not in dimensions:
+            continue
+        labels, buckets = dimensions[dimension]
+        for bucket in buckets:
+            inside = (labels == bucket.label).to_numpy()
+            if int(inside.sum()) == 0:
+                continue
+            row = _bucket_row(dimension, bucket, pnl[inside], baseline, rules)
+            rows.append(row)
+            if row["flagged"]:
+                patterns.append(_pattern(key, row, bucket, baseline, rules))
+    for dimension in ("confidence", "bars_held"):
+        unplaced = int(dimensions[dimension][0].isna().sum())
+        if unplaced:
+            notes.append(f"{dimension}: {unplaced} trade(s) without a value")
+    return PatternAnalysis(
+        model=key.slug,
+        trades=n,
+        losers=n_losers,
+        baseline_loss_rate=baseline,
+        patterns=tuple(patterns),
+        buckets=pd.DataFrame(rows, columns=columns),
+        skipped=skipped,
+        notes=tuple(notes),
+    )
+
+
+def _dimensions(
+    trades: pd.DataFrame, key: ModelKey, bars: pd.DataFrame | None, rules: PatternRules
+) -> tuple[dict[str, tuple[pd.Series, list[_Bucket]]], dict[str, str], list[str]]:
+    """Each dimension's bucket label per trade and its buckets; the dimensions skipped (with
+    why) and notes on the way."""
     entry = pd.Series(pd.to_datetime(trades["entry_time"], utc=True), index=trades.index)
     exit_ = pd.Series(pd.to_datetime(trades["exit_time"], utc=True), index=trades.index)
-
     dimensions: dict[str, tuple[pd.Series, list[_Bucket]]] = {}
     skipped: dict[str, str] = {}
     notes: list[str] = []
@@ -357,73 +391,59 @@ def analyze_loser_patterns(
             f"long (>={long_:g} bars)",
         ),
     )
+    return dimensions, skipped, notes
 
-    rows, patterns = [], []
-    for dimension in DIMENSIONS:
-        if dimension not in dimensions:
-            continue
-        labels, buckets = dimensions[dimension]
-        for bucket in buckets:
-            inside = (labels == bucket.label).to_numpy()
-            count = int(inside.sum())
-            if count == 0:
-                continue
-            losers = int((pnl[inside] < 0).sum())
-            winners = int((pnl[inside] > 0).sum())
-            loss_rate = losers / count
-            p_value = binomial_tail(losers, count, baseline)
-            verdict = _verdict(count, losers, loss_rate - baseline, p_value, rules)
-            rows.append(
-                {
-                    "dimension": dimension,
-                    "bucket": bucket.label,
-                    "trades": count,
-                    "winners": winners,
-                    "losers": losers,
-                    "loss_rate": loss_rate,
-                    "excess": loss_rate - baseline,
-                    "p_value": p_value,
-                    "flagged": verdict is None,
-                    "verdict": verdict or "loser pattern",
-                }
-            )
-            if verdict is not None:
-                continue
-            volatility = dimension == "volatility"
-            patterns.append(
-                LoserPattern(
-                    model=key.slug,
-                    dimension=dimension,
-                    bucket=bucket.label,
-                    trades=count,
-                    winners=winners,
-                    losers=losers,
-                    loss_rate=loss_rate,
-                    baseline_loss_rate=baseline,
-                    p_value=p_value,
-                    message=(
-                        f"{key}: {_describe(dimension, bucket, rules)} lost {losers}/{count} "
-                        f"({_pct(loss_rate)}) vs {_pct(baseline)} overall (p = {p_value:.3f})"
-                    ),
-                    hours=bucket.hours,
-                    atr_percentile=bucket.atr_percentile,
-                    volatility_window=rules.volatility_window if volatility else None,
-                    atr_period=rules.atr_period if volatility else None,
-                )
-            )
-    for dimension in ("confidence", "bars_held"):
-        unplaced = int(dimensions[dimension][0].isna().sum())
-        if unplaced:
-            notes.append(f"{dimension}: {unplaced} trade(s) without a value")
-    return PatternAnalysis(
+
+def _bucket_row(
+    dimension: str, bucket: _Bucket, pnl: pd.Series, baseline: float, rules: PatternRules
+) -> dict:
+    """One bucket's line of the analysis: its trades (``pnl``), loss rate against the
+    ``baseline``, p-value and verdict (flagged when it is a loser pattern)."""
+    count = len(pnl)
+    losers = int((pnl < 0).sum())
+    winners = int((pnl > 0).sum())
+    loss_rate = losers / count
+    p_value = binomial_tail(losers, count, baseline)
+    verdict = _verdict(count, losers, loss_rate - baseline, p_value, rules)
+    return {
+        "dimension": dimension,
+        "bucket": bucket.label,
+        "trades": count,
+        "winners": winners,
+        "losers": losers,
+        "loss_rate": loss_rate,
+        "excess": loss_rate - baseline,
+        "p_value": p_value,
+        "flagged": verdict is None,
+        "verdict": verdict or "loser pattern",
+    }
+
+
+def _pattern(
+    key: ModelKey, row: dict, bucket: _Bucket, baseline: float, rules: PatternRules
+) -> LoserPattern:
+    """The loser pattern of a flagged bucket (``row`` from ``_bucket_row``)."""
+    dimension, count, losers = row["dimension"], row["trades"], row["losers"]
+    loss_rate, p_value = row["loss_rate"], row["p_value"]
+    volatility = dimension == "volatility"
+    return LoserPattern(
         model=key.slug,
-        trades=n,
-        losers=n_losers,
+        dimension=dimension,
+        bucket=bucket.label,
+        trades=count,
+        winners=row["winners"],
+        losers=losers,
+        loss_rate=loss_rate,
         baseline_loss_rate=baseline,
-        patterns=tuple(patterns),
-        buckets=pd.DataFrame(rows, columns=columns),
-        skipped=skipped,
-        notes=tuple(notes),
+        p_value=p_value,
+        message=(
+            f"{key}: {_describe(dimension, bucket, rules)} lost {losers}/{count} "
+            f"({_pct(loss_rate)}) vs {_pct(baseline)} overall (p = {p_value:.3f})"
+        ),
+        hours=bucket.hours,
+        atr_percentile=bucket.atr_percentile,
+        volatility_window=rules.volatility_window if volatility else None,
+        atr_period=rules.atr_period if volatility else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""Closed trades: parsing, data-quality rules, session membership, and the CSV exports.
+"""Closed trades: parsing, data-quality rules, session membership, and the tables to export.
 
 A trade belongs to the session in which it *exited*. Rows that break a rule are kept with a
 ``quarantine_reason`` instead of being dropped, so every journal row is accounted for.
@@ -11,12 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from session_learning.domain.atomic import replace, write_temporary
 from session_learning.domain.keys import (
     DIRECTIONS,
     EXIT_REASONS,
@@ -330,59 +328,16 @@ def export_stamp(session_end: datetime) -> str:
     return pd.Timestamp(session_end).tz_convert("UTC").strftime("%Y%m%d_%H%M%S")
 
 
-def export_session(trades: pd.DataFrame, session_end: datetime, directory: Path) -> dict[str, Path]:
-    """Write ``winners_``, ``losers_``, ``all_trades_`` (and ``quarantine_``) CSVs for a session.
-
-    Every file is first written in full under a temporary name, and only when all of them are
-    written are they renamed into place: a re-run replaces the files whole, a failed write (disk
-    full) leaves the previous set as it was, and a crash never leaves a half-written file under
-    a final name. A quarantine file from an earlier run is removed when the session has no
-    quarantined rows any more.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = export_stamp(session_end)
+def export_frames(trades: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A session's export tables by file name prefix: ``winners``, ``losers`` and
+    ``all_trades`` (valid trades by exit time, then id) and ``quarantine`` (possibly empty)."""
     good = valid_trades(trades).sort_values(["exit_time", "trade_id"], kind="stable")
-    frames = {
+    return {
         "winners": good.loc[good["outcome"] == "winner"],
         "losers": good.loc[good["outcome"] == "loser"],
         "all_trades": good,
         "quarantine": quarantined_trades(trades),
     }
-    paths: dict[str, Path] = {}
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, frame in frames.items():
-            if name == "quarantine" and frame.empty:
-                continue
-            path = directory / f"{name}_{stamp}.csv"
-            staged.append((_write_temporary_csv(frame, path), path))
-            paths[name] = path
-        for tmp, path in staged:
-            replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)  # only a file that was not renamed is still there
-    if "quarantine" not in paths:
-        (directory / f"quarantine_{stamp}.csv").unlink(missing_ok=True)
-    return paths
-
-
-def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
-    replace(_write_temporary_csv(frame, path), path)
-
-
-def _write_temporary_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` in full (fsynced) to a new temporary file beside ``path`` and return it.
-
-    On failure the temporary file is removed and an ``OSError`` names ``path``.
-    """
-    return write_temporary(
-        path,
-        lambda handle: frame.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S%z"),
-        text=True,
-        suffix=".tmp",
-    )
 
 
 # --- reading journals exported by other systems --------------------------------------------

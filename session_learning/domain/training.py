@@ -1,4 +1,5 @@
-"""One model's learning step: weighted training set, leakage-free split, CatBoost fit, evaluation.
+"""One model's weighted training set and its leakage-free split (the fit and the validation
+backtest are in ``fitting.py``, a struggling model's barrier refit in ``barrier_refit.py``).
 
 Rows are decision bars: features use bars up to the row's close; labels look at the next
 ``max_holding_bars`` bars. The validation window sits just before the session, with a purge in
@@ -11,7 +12,6 @@ saw validation prices, while the session's own rows -- where its losers are -- s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -19,15 +19,8 @@ import numpy as np
 import pandas as pd
 
 from session_learning.domain.analysis import RetrainPlan
-from session_learning.domain.backtest import (
-    BacktestConfig,
-    BacktestResult,
-    CostModel,
-    run_backtest,
-    signals_from_probabilities,
-)
-from session_learning.domain.barriers import first_touch_many
-from session_learning.domain.estimators import DEFAULT_MODEL_TYPE, Estimator
+from session_learning.domain.backtest import BacktestConfig, CostModel
+from session_learning.domain.barrier_refit import BarrierTargets, ChosenBarriers, choose_barriers
 from session_learning.domain.features import DEFAULT_FEATURES, FeatureFunction, atr, build_features
 from session_learning.domain.gates import GateThresholds
 from session_learning.domain.keys import ModelKey
@@ -114,168 +107,6 @@ class LearningConfig:
 
 
 @dataclass(frozen=True)
-class BarrierTargets:
-    """What the gates need of a barrier geometry: the win rate and profit factor a candidate
-    must beat, and the trades its validation window must hold."""
-
-    min_win_rate: float = 0.42
-    min_profit_factor: float = 1.4
-    min_trades: int = 100
-
-    @classmethod
-    def from_gates(cls, gates: GateThresholds, timeframe: str) -> BarrierTargets:
-        """From a ``GateThresholds`` (the gates the candidate will be judged by)."""
-        return cls(
-            float(gates.min_win_rate),
-            float(gates.min_profit_factor),
-            int(gates.min_trades.get(timeframe, 0)),
-        )
-
-
-@dataclass(frozen=True)
-class GeometryCheck:
-    """A TP/SL geometry measured on training rows by trades entered at random (both directions
-    on every row): what a model without skill would get, and what the gates ask on top."""
-
-    tp_atr: float
-    sl_atr: float
-    chance_win_rate: float  # share of those trades with pnl > 0 (timeouts count by sign)
-    payoff: float  # mean win / mean loss, in R
-    needed_win_rate: float  # to pass both the win-rate and the profit-factor gate at this payoff
-    lift: float  # needed_win_rate - chance_win_rate: the skill the gates demand
-    mean_bars_held: float
-    max_trades: float  # validation rows / mean bars held: at most this many trades fit
-    reachable: bool  # max_trades >= the gates' minimum
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_geometry(
-    bars: pd.DataFrame,
-    atr_values: pd.Series,
-    rows: np.ndarray,
-    tp_atr: float,
-    sl_atr: float,
-    max_bars: int,
-    targets: BarrierTargets,
-    validation_rows: int,
-) -> GeometryCheck:
-    """Measure a geometry on ``rows`` (positions whose horizon lies inside ``bars``).
-
-    Needed win rate at payoff ``b``: profit factor ``w b / (1 - w)`` passes ``min_profit_factor``
-    from ``w = PF / (PF + b)`` on, so the gates need ``max(min_win_rate, PF / (PF + b))``. Costs
-    are left out (they lower every geometry's chance win rate, tight stops the most).
-    """
-    open_, high, low, close = (
-        bars[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close")
-    )
-    a = atr_values.to_numpy(dtype=float)
-    rows = rows[(rows + max_bars < len(bars)) & np.isfinite(a[rows]) & (a[rows] > 0)]
-    entry, width = open_[rows + 1], a[rows]
-    pnl, held = [], []
-    for direction in (1, -1):
-        touches = first_touch_many(
-            high,
-            low,
-            close,
-            open_,
-            rows + 1,
-            direction,
-            entry + direction * tp_atr * width,
-            entry - direction * sl_atr * width,
-            max_bars,
-        )
-        pnl.append(direction * (touches.exit_price - entry) / (sl_atr * width))
-        held.append(touches.exit_idx - rows)
-    r, bars_held = np.concatenate(pnl), np.concatenate(held)
-    wins, losses = r[r > 0], r[r < 0]
-    chance = float(len(wins) / len(r)) if len(r) else math.nan
-    payoff = float(wins.mean() / -losses.mean()) if len(wins) and len(losses) else math.nan
-    pf = targets.min_profit_factor
-    needed = max(targets.min_win_rate, pf / (pf + payoff)) if payoff > 0 else 1.0
-    mean_held = float(bars_held.mean()) if len(bars_held) else math.nan
-    max_trades = validation_rows / mean_held if mean_held > 0 else 0.0
-    return GeometryCheck(
-        tp_atr=float(tp_atr),
-        sl_atr=float(sl_atr),
-        chance_win_rate=chance,
-        payoff=payoff,
-        needed_win_rate=float(needed),
-        lift=float(needed - chance),
-        mean_bars_held=mean_held,
-        max_trades=float(max_trades),
-        reachable=bool(max_trades >= targets.min_trades),
-    )
-
-
-def judge_barriers(
-    bars: pd.DataFrame,
-    atr_values: pd.Series,
-    rows: np.ndarray,
-    config: LearningConfig,
-    targets: BarrierTargets,
-    validation_rows: int,
-) -> dict:
-    """The TP/SL a struggling model is retrained with, judged against what the gates need.
-
-    Tried in order, on the training rows (never validation):
-
-    1. the geometry fitted to the median excursions (``fit_barriers``);
-    2. its stop with the configured payoff ratio (``tp_atr / sl_atr``): the stop follows the
-       volatility, the ratio stays where the gates are reachable;
-    3. the configured geometry.
-
-    The first that asks no more win-rate lift over chance than the configured geometry does
-    (plus ``config.refit_lift_tolerance``) and whose chance trades are short enough for the
-    validation window to hold the gates' minimum number of trades is used; the configured one is
-    the fallback. Returns the chosen ``tp_atr``/``sl_atr``, every check and a one-line verdict.
-    """
-    horizon = config.max_holding_bars
-
-    def check(tp: float, sl: float) -> GeometryCheck:
-        return check_geometry(bars, atr_values, rows, tp, sl, horizon, targets, validation_rows)
-
-    configured = check(config.tp_atr, config.sl_atr)
-    fitted_tp, fitted_sl = fit_barriers(bars, atr_values, rows, horizon)
-    ratio = config.tp_atr / config.sl_atr
-    tries = [("fitted", check(fitted_tp, fitted_sl))]
-    tries.append(("fitted stop, configured ratio", check(fitted_sl * ratio, fitted_sl)))
-    limit = configured.lift + config.refit_lift_tolerance
-    verdicts = []
-    chosen_name, chosen = "configured", configured
-    for name, geometry in tries:
-        why = []
-        if not geometry.lift <= limit + 1e-12:
-            why.append(
-                f"needs {100 * geometry.lift:.1f} pts of win rate over chance "
-                f"(configured {100 * configured.lift:.1f})"
-            )
-        if not geometry.reachable:
-            why.append(
-                f"at most {geometry.max_trades:.0f} validation trades < {targets.min_trades}"
-            )
-        verdicts.append(
-            f"{name} {geometry.tp_atr:.2f}:{geometry.sl_atr:.2f} ATR "
-            + ("rejected: " + "; ".join(why) if why else "accepted")
-        )
-        if not why:
-            chosen_name, chosen = name, geometry
-            break
-    message = (
-        f"barrier refit: {'; '.join(verdicts)}; "
-        f"using {chosen_name} {chosen.tp_atr:.2f}:{chosen.sl_atr:.2f} ATR"
-    )
-    return {
-        "tp_atr": chosen.tp_atr,
-        "sl_atr": chosen.sl_atr,
-        "chosen": chosen_name,
-        "message": message,
-        "checks": {"configured": configured.as_dict(), **{n: g.as_dict() for n, g in tries}},
-    }
-
-
-@dataclass(frozen=True)
 class Split:
     """Row positions of a training set: where validation lies and what was purged."""
 
@@ -285,32 +116,6 @@ class Split:
 
     def as_dict(self) -> dict:
         return {k: v.isoformat() for k, v in asdict(self).items()}
-
-
-def fit_barriers(
-    bars: pd.DataFrame, atr_values: pd.Series, rows: np.ndarray, max_bars: int
-) -> tuple[float, float]:
-    """TP/SL multiples fitted to the volatility of ``rows`` (positions with complete horizons).
-
-    The median favourable and adverse excursions over the holding window, in ATRs, clipped to
-    sensible ranges: the take profit reaches what the market typically offers, the stop sits
-    where it typically reaches against you.
-    """
-    high = bars["high"].to_numpy()
-    low = bars["low"].to_numpy()
-    open_ = bars["open"].to_numpy()
-    a = atr_values.to_numpy()
-    rows = rows[(rows + max_bars < len(bars)) & np.isfinite(a[rows]) & (a[rows] > 0)]
-    if len(rows) < 50:
-        return 2.0, 1.0
-    windows_high = np.lib.stride_tricks.sliding_window_view(high, max_bars)[rows + 1]
-    windows_low = np.lib.stride_tricks.sliding_window_view(low, max_bars)[rows + 1]
-    entry = open_[rows + 1]
-    up = (windows_high.max(axis=1) - entry) / a[rows]
-    down = (entry - windows_low.min(axis=1)) / a[rows]
-    excursion = np.median(np.maximum(up, down))
-    adverse = np.median(np.minimum(up, down))
-    return float(np.clip(excursion, 1.0, 4.0)), float(np.clip(adverse, 0.5, 2.0))
 
 
 def build_training_set(
@@ -351,15 +156,73 @@ def build_training_set(
     bar = key.bar
     bars = bars.loc[bars.index + bar <= session_end]  # only bars closed by the session's end
     _require_clean_bars(bars, key)
-    n_validation = config.validation_for(key.timeframe)
-    horizon = config.max_holding_bars
     atr_values = atr(bars, config.atr_period)
     features = build_features(bars, feature_functions)
     index = bars.index
     session_first = int(index.searchsorted(session_start - bar))
-
     # The session's losers: find their decision rows first, as they decide where the split is.
-    matched, unmatched, positions = [], [], {}
+    positions, unmatched = _boosted_positions(
+        session_trades, key, index, session_first, plan, config
+    )
+    newest_first = min([session_first, *(p for p, _, _ in positions.values())])
+    windows = _windows(key, newest_first, len(bars), session_end, config)
+    held_start = index[windows.train_end]
+    held_end = index[newest_first] if newest_first < len(index) else session_end
+    barriers = choose_barriers(
+        bars,
+        atr_values,
+        np.arange(windows.train_start, windows.train_end),
+        plan.refit_barriers,
+        config,
+        targets or BarrierTargets.from_gates(GateThresholds(), key.timeframe),
+        config.validation_for(key.timeframe),
+    )
+    frame = features.astype("float32")
+    frame["label"] = _labels(bars, atr_values, barriers, newest_first, config)
+    frame["split"] = _split_column(len(bars), windows)
+    weight, matched = _boost_rows(frame, positions)
+    patterns, pattern_bars, search, pattern_notes = _loser_patterns(
+        plan, bars, key, (held_start, held_end), session_end, pattern_trades, pattern_rules
+    )
+    if patterns:
+        weight *= pattern_weights(patterns, index, bar, pattern_bars)
+    _apply_class_weights(weight, frame["label"].to_numpy(), plan)
+    frame = _finish(frame, weight, bars, atr_values, windows.train_start)
+    applied = replace(
+        plan,
+        reasons=plan.reasons + tuple(barriers.notes) + tuple(pattern_notes),
+        loser_patterns=tuple(p.to_dict() for p in patterns),
+    )
+    info = _info(key, frame, index, windows, (held_start, held_end), barriers, config)
+    info |= {"loser_pattern_search": search, "features": list(features.columns)}
+    info |= {"boosted_rows": matched, "unmatched_trades": unmatched, "plan": applied.to_dict()}
+    return frame, info
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """Row positions of the split: training ``[train_start, train_end)``, the purge, validation
+    ``[val_start, val_end)``, the embargo, and the newest training rows from ``newest_first``."""
+
+    train_start: int
+    train_end: int
+    val_start: int
+    val_end: int
+    newest_first: int
+
+
+def _boosted_positions(
+    session_trades: pd.DataFrame,
+    key: ModelKey,
+    index: pd.DatetimeIndex,
+    session_first: int,
+    plan: RetrainPlan,
+    config: LearningConfig,
+) -> tuple[dict[str, tuple[int, pd.Timestamp, float]], list[dict]]:
+    """The decision rows of the session trades the plan boosts, by trade id (position, time,
+    boost), and the boosted trades with no usable row, each with the reason."""
+    bar = key.bar
+    unmatched, positions = [], {}
     mine = session_trades.loc[
         (session_trades["symbol"] == key.symbol) & (session_trades["timeframe"] == key.timeframe)
     ]
@@ -381,115 +244,159 @@ def build_training_set(
             unmatched.append({"trade_id": str(trade.trade_id), "reason": reason})
         else:
             positions[str(trade.trade_id)] = (position, row_time, boost)
-    newest_first = min([session_first, *(p for p, _, _ in positions.values())])
+    return positions, unmatched
 
+
+def _windows(
+    key: ModelKey,
+    newest_first: int,
+    n_bars: int,
+    session_end: pd.Timestamp,
+    config: LearningConfig,
+) -> _Windows:
+    """The split in front of the newest training rows; a ``LearningError`` when fewer than 500
+    training rows are left before it."""
+    horizon = config.max_holding_bars
     val_end = newest_first - horizon  # embargo: one label horizon before the newest rows
-    val_start = val_end - n_validation
+    val_start = val_end - config.validation_for(key.timeframe)
     train_end = val_start - horizon  # purge: labels of earlier rows end before validation
     train_start = max(config.warmup_bars, train_end - config.training_bars)
     if train_end - train_start < 500:
         raise LearningError(
             f"{key}: only {max(train_end - train_start, 0)} training rows before the validation "
             f"window at {session_end:%Y-%m-%d %H:%M}; load more history (need about "
-            f"{config.history_bars(key.timeframe)} bars, have {len(bars)})"
+            f"{config.history_bars(key.timeframe)} bars, have {n_bars})"
         )
-    held_start = index[train_end]
-    held_end = index[newest_first] if newest_first < len(index) else session_end
+    return _Windows(train_start, train_end, val_start, val_end, newest_first)
 
-    notes: list[str] = []
-    tp_atr, sl_atr = config.tp_atr, config.sl_atr
-    refit = None
-    if plan.refit_barriers and config.barrier_refit == "fitted":
-        tp_atr, sl_atr = fit_barriers(bars, atr_values, np.arange(train_start, train_end), horizon)
-        refit = {"tp_atr": tp_atr, "sl_atr": sl_atr, "chosen": "fitted"}
-        refit["message"] = f"barrier refit: fitted {tp_atr:.2f}:{sl_atr:.2f} ATR, used as fitted"
-        notes.append(refit["message"])
-    elif plan.refit_barriers and config.barrier_refit == "off":
-        notes.append("barrier refit: off (barrier_refit = 'off'); configured geometry")
-    elif plan.refit_barriers:
-        refit = judge_barriers(
-            bars,
-            atr_values,
-            np.arange(train_start, train_end),
-            config,
-            targets or BarrierTargets.from_gates(GateThresholds(), key.timeframe),
-            n_validation,
-        )
-        tp_atr, sl_atr = refit["tp_atr"], refit["sl_atr"]
-        notes.append(refit["message"])
+
+def _labels(
+    bars: pd.DataFrame,
+    atr_values: pd.Series,
+    barriers: ChosenBarriers,
+    newest_first: int,
+    config: LearningConfig,
+) -> pd.Series:
+    """Triple-barrier labels of every row."""
+    tp_atr, sl_atr, horizon = barriers.tp_atr, barriers.sl_atr, config.max_holding_bars
     labels = triple_barrier_labels(bars, atr_values, tp_atr, sl_atr, horizon)
-    if newest_first < len(index):
+    if newest_first < len(bars.index):
         # Rows after the embargo: an ATR that starts after it, so no label (and no class
         # weight) of a training row rests on a validation or embargo bar.
         newest = bars.iloc[newest_first:]
         labels.iloc[newest_first:] = triple_barrier_labels(
             newest, atr(newest, config.atr_period), tp_atr, sl_atr, horizon
         ).to_numpy()
+    return labels
 
-    split = np.full(len(bars), "unused", dtype=object)
-    split[train_start:train_end] = "train"
-    split[train_end:val_start] = "purged"
-    split[val_start:val_end] = "validation"
-    split[val_end:newest_first] = "embargo"
-    split[newest_first:] = "train"
 
-    weight = np.ones(len(bars))
-    frame = features.astype("float32")
-    frame["label"] = labels
-    frame["split"] = split
+def _split_column(n_rows: int, windows: _Windows) -> np.ndarray:
+    """Each row's part: train, purged, validation, embargo, or unused (warm-up, too old)."""
+    split = np.full(n_rows, "unused", dtype=object)
+    split[windows.train_start : windows.train_end] = "train"
+    split[windows.train_end : windows.val_start] = "purged"
+    split[windows.val_start : windows.val_end] = "validation"
+    split[windows.val_end : windows.newest_first] = "embargo"
+    split[windows.newest_first :] = "train"
+    return split
 
-    # Boosted rows. A row whose label horizon has not completed by the session's end (or whose
-    # ATR has not started) takes the trade's known lesson: not that direction.
+
+def _boost_rows(
+    frame: pd.DataFrame, positions: dict[str, tuple[int, pd.Timestamp, float]]
+) -> tuple[np.ndarray, list[dict]]:
+    """Row weights (1, the boosted losers' rows raised to their boost) and the boosted rows. A
+    boosted row whose label horizon has not completed by the session's end (or whose ATR has not
+    started) takes the trade's known lesson in ``frame``: not that direction."""
+    weight = np.ones(len(frame))
+    matched = []
     for trade_id, (position, row_time, boost) in positions.items():
         if np.isnan(frame["label"].iat[position]):
             frame.iloc[position, frame.columns.get_loc("label")] = 0.0
         weight[position] = max(weight[position], boost)
         matched.append({"trade_id": trade_id, "row": row_time.isoformat(), "boost": boost})
+    return weight, matched
 
+
+def _loser_patterns(
+    plan: RetrainPlan,
+    bars: pd.DataFrame,
+    key: ModelKey,
+    held_out: tuple[pd.Timestamp, pd.Timestamp],
+    session_end: pd.Timestamp,
+    pattern_trades: pd.DataFrame | None,
+    rules: PatternRules,
+) -> tuple[list[LoserPattern], pd.DataFrame, dict | None, list[str]]:
+    """The plan's loser patterns and those found in ``pattern_trades`` outside the held-out
+    span; also the bars with that span blanked, the search's record and its notes."""
+    held_start, held_end = held_out
     patterns = [LoserPattern.from_dict(p) for p in plan.loser_patterns]
-    search = None
     pattern_bars = held_out_bars(bars, held_start, held_end)
-    if pattern_trades is not None:
-        search, found = _search_patterns(
-            pattern_trades, pattern_bars, key, held_start, held_end, session_end, pattern_rules
-        )
-        patterns += found
-        notes += [f"loser pattern: {p.message}" for p in found]
-    if patterns:
-        weight *= pattern_weights(patterns, index, bar, pattern_bars)
+    if pattern_trades is None:
+        return patterns, pattern_bars, None, []
+    search, found = _search_patterns(
+        pattern_trades, pattern_bars, key, held_start, held_end, session_end, rules
+    )
+    notes = [f"loser pattern: {p.message}" for p in found]
+    return patterns + found, pattern_bars, search, notes
+
+
+def _apply_class_weights(weight: np.ndarray, labels: np.ndarray, plan: RetrainPlan) -> None:
+    """Multiply each row's weight (in place) by its class's weight in the plan."""
     class_weight = {c: plan.class_weights[CLASS_NAMES[c]] for c in CLASSES}
-    label_values = frame["label"].to_numpy()
     for c, w in class_weight.items():
-        weight[label_values == c] *= w
+        weight[labels == c] *= w
+
+
+def _finish(
+    frame: pd.DataFrame,
+    weight: np.ndarray,
+    bars: pd.DataFrame,
+    atr_values: pd.Series,
+    first_row: int,
+) -> pd.DataFrame:
+    """The training set's rows from ``first_row`` with their weights, prices and ATR (to
+    backtest the validation window), without the training rows that have no label."""
     frame["weight"] = weight
     for column in ("open", "high", "low", "close"):
         frame[column] = bars[column]
     frame["atr"] = atr_values
-    frame = frame.iloc[train_start:]
-    frame = frame.loc[~((frame["split"] == "train") & frame["label"].isna())]
+    frame = frame.iloc[first_row:]
+    return frame.loc[~((frame["split"] == "train") & frame["label"].isna())]
 
-    applied = replace(
-        plan,
-        reasons=plan.reasons + tuple(notes),
-        loser_patterns=tuple(p.to_dict() for p in patterns),
-    )
+
+def _info(
+    key: ModelKey,
+    frame: pd.DataFrame,
+    index: pd.DatetimeIndex,
+    windows: _Windows,
+    held_out: tuple[pd.Timestamp, pd.Timestamp],
+    barriers: ChosenBarriers,
+    config: LearningConfig,
+) -> dict:
+    """The record of a training set, its keys in the order it is stored; ``build_training_set``
+    fills in the rows it boosted, the loser-pattern search, the features and the plan as
+    applied (the ``None`` values here)."""
+    held_start, held_end = held_out
     train = frame.loc[frame["split"] == "train", "label"]
-    info = {
+    return {
         "model": key.slug,
         "rows": {s: int((frame["split"] == s).sum()) for s in ("train", "validation")},
         "class_balance": {CLASS_NAMES[c]: int((train == c).sum()) for c in CLASSES},
-        "boosted_rows": matched,
-        "unmatched_trades": unmatched,
-        "barriers": {"tp_atr": tp_atr, "sl_atr": sl_atr, "max_holding_bars": horizon},
-        "barrier_refit": refit,
-        "split": Split(index[val_start], index[val_end], held_end).as_dict(),
+        "boosted_rows": None,
+        "unmatched_trades": None,
+        "barriers": {
+            "tp_atr": barriers.tp_atr,
+            "sl_atr": barriers.sl_atr,
+            "max_holding_bars": config.max_holding_bars,
+        },
+        "barrier_refit": barriers.refit,
+        "split": Split(index[windows.val_start], index[windows.val_end], held_end).as_dict(),
         "held_out": [held_start.isoformat(), held_end.isoformat()],
-        "loser_pattern_search": search,
-        "training_window": [index[train_start].isoformat(), index[-1].isoformat()],
-        "features": [c for c in features.columns],
-        "plan": applied.to_dict(),
+        "loser_pattern_search": None,
+        "training_window": [index[windows.train_start].isoformat(), index[-1].isoformat()],
+        "features": None,
+        "plan": None,
     }
-    return frame, info
 
 
 def _search_patterns(
@@ -538,41 +445,6 @@ def _require_clean_bars(bars: pd.DataFrame, key: ModelKey) -> None:
         raise LearningError(f"{key}: bar times are not strictly increasing")
 
 
-def catboost_params(plan: RetrainPlan, config: LearningConfig) -> dict:
-    """CatBoost parameters of a plan (seeded, quiet, writing no files)."""
-    return {
-        "loss_function": "MultiClass",
-        "iterations": config.iterations,
-        "learning_rate": config.learning_rate,
-        "depth": plan.depth,
-        "l2_leaf_reg": plan.l2_leaf_reg,
-        "random_seed": config.random_seed,
-        "thread_count": config.thread_count,
-        "allow_writing_files": False,
-        "verbose": False,
-    }
-
-
-def train_model(
-    training_set: pd.DataFrame,
-    features: Sequence[str],
-    params: dict,
-    model_type: type[Estimator] = DEFAULT_MODEL_TYPE,
-) -> Estimator:
-    """Fit a ``model_type`` (CatBoost) with ``params`` on the ``train`` rows with their
-    weights; the class order is short/flat/long."""
-    rows = training_set.loc[training_set["split"] == "train"]
-    labels = rows["label"].astype(int)
-    missing = [c for c in CLASSES if c not in set(labels)]
-    if missing:
-        raise LearningError(
-            f"training rows lack class(es) {[CLASS_NAMES[c] for c in missing]}; "
-            "widen the training window or change the barriers"
-        )
-    model = model_type.create(params, CLASSES)
-    return model.fit(rows[list(features)], labels, sample_weight=rows["weight"].to_numpy())
-
-
 @dataclass(frozen=True)
 class TradingRule:
     """How a model's probabilities become trades (stored in its card)."""
@@ -592,61 +464,6 @@ class TradingRule:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
-def evaluate(
-    model: Estimator,
-    features: Sequence[str],
-    training_set: pd.DataFrame,
-    rule: TradingRule,
-    costs: CostModel,
-    bar: pd.Timedelta,
-) -> BacktestResult:
-    """Backtest ``model`` on the validation window of ``training_set`` with costs.
-
-    Signals come only from validation rows; the bars after the window (the embargo) let the
-    last trades run to their exits.
-    """
-    split = training_set["split"]
-    first = int(np.flatnonzero(split.to_numpy() == "validation")[0])
-    last = int(np.flatnonzero(split.to_numpy() == "validation")[-1])
-    stop = min(len(training_set), last + 1 + rule.max_holding_bars + 1)
-    window = training_set.iloc[first:stop]
-    missing = [f for f in features if f not in window.columns]
-    if missing:
-        raise LearningError(f"the model needs features this training set lacks: {missing}")
-    proba = model.predict_proba(window[list(features)])
-    signals = signals_from_probabilities(proba, rule.min_confidence, rule.edge_threshold)
-    signals[(window["split"] != "validation").to_numpy()] = 0
-    return run_backtest(
-        window[["open", "high", "low", "close"]],
-        signals,
-        window["atr"],
-        rule.backtest_config(),
-        costs,
-        bar_length=bar,
-    )
-
-
-def validation_window(
-    training_set: pd.DataFrame, bar: pd.Timedelta
-) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Start and (exclusive) end of the validation window in time."""
-    rows = training_set.index[training_set["split"] == "validation"]
-    return rows[0], rows[-1] + bar
-
-
-def rule_for(plan: RetrainPlan, info: dict, config: LearningConfig) -> TradingRule:
-    """The trading rule of a candidate trained under ``plan``."""
-    barriers = info["barriers"]
-    return TradingRule(
-        tp_atr=barriers["tp_atr"],
-        sl_atr=barriers["sl_atr"],
-        max_holding_bars=barriers["max_holding_bars"],
-        min_confidence=config.min_confidence,
-        edge_threshold=plan.edge_threshold,
-        risk_per_trade=config.risk_per_trade,
-    )
-
-
 def effective_plan(
     plan: RetrainPlan, has_production: bool, force_retrain: bool = False
 ) -> RetrainPlan | None:
@@ -664,76 +481,3 @@ def effective_plan(
     else:
         return None
     return RetrainPlan(**{**plan.to_dict(), "retrain": True, "reasons": reasons})
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A trained candidate and its result on the validation window."""
-
-    model: Estimator
-    params: dict
-    rule: TradingRule
-    features: tuple[str, ...]
-    result: BacktestResult
-    window: tuple[pd.Timestamp, pd.Timestamp]
-
-    def card(self, info: dict, session: str, parent_version: str | None) -> dict:
-        """The JSON card stored beside the model (before validation metrics are added)."""
-        return {
-            "session": session,
-            "training_window": info["training_window"],
-            "validation_window": [self.window[0].isoformat(), self.window[1].isoformat()],
-            "features": list(self.features),
-            "feature_functions": list(info.get("feature_functions", [])),
-            "params": self.params,
-            "plan": info["plan"],
-            "trading_rule": asdict(self.rule),
-            "parent_version": parent_version,
-        }
-
-
-def train_candidate(
-    training_set: pd.DataFrame,
-    info: dict,
-    config: LearningConfig,
-    costs: CostModel,
-    bar: pd.Timedelta,
-) -> Candidate:
-    """Train under the plan recorded in ``info`` and backtest on the validation window."""
-    plan = RetrainPlan.from_dict(info["plan"])
-    params = catboost_params(plan, config)
-    model = train_model(training_set, info["features"], params)
-    rule = rule_for(plan, info, config)
-    result = evaluate(model, info["features"], training_set, rule, costs, bar)
-    return Candidate(
-        model, params, rule, tuple(info["features"]), result, validation_window(training_set, bar)
-    )
-
-
-def evaluate_production(
-    production: tuple[Estimator, dict] | None,
-    training_set: pd.DataFrame,
-    costs: CostModel,
-    bar: pd.Timedelta,
-) -> BacktestResult | None:
-    """The production model on the candidate's validation window, trading by its own rule."""
-    if production is None:
-        return None
-    model, card = production
-    return evaluate(
-        model,
-        card["features"],
-        training_set,
-        TradingRule.from_dict(card["trading_rule"]),
-        costs,
-        bar,
-    )
-
-
-def validation_predictions(
-    model: Estimator, features: Sequence[str], training_set: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (short, flat, long) and labels of the validation rows whose label
-    is known, for calibration plots."""
-    rows = training_set.loc[(training_set["split"] == "validation") & training_set["label"].notna()]
-    return model.predict_proba(rows[list(features)]), rows["label"].to_numpy()

@@ -79,7 +79,6 @@ from session_learning.replay.config import (
     SCENARIOS,
     ReplayConfig,
     ReplayError,
-    history_span,
     plain_plan,
 )
 from session_learning.replay.runner import ReplayResult, run_replay
@@ -130,7 +129,6 @@ __all__ = [
     "describe_bars",
     "first_clean_flip",
     "flips_scenario",
-    "history_span",
     "load_bars",
     "plain_plan",
     "read_arm",

@@ -54,8 +54,8 @@ from session_learning.domain.backtest import BacktestConfig, signals_from_probab
 from session_learning.domain.drift import ChangeDetector, design_detector
 from session_learning.domain.gates import Judgement
 from session_learning.domain.keys import ModelKey
+from session_learning.domain.sessions import PARTITION_FORMAT
 from session_learning.domain.training import TradingRule, effective_plan
-from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay.arms import Trained, _ArmReplay, _empty_trades, _ModelState
 from session_learning.replay.config import plain_plan
 

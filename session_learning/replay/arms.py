@@ -15,21 +15,20 @@ from session_learning.domain.analysis import (
     analyze_session,
 )
 from session_learning.domain.backtest import CostModel, run_backtest, signals_from_probabilities
+from session_learning.domain.barrier_refit import BarrierTargets
 from session_learning.domain.features import atr, build_features
+from session_learning.domain.fitting import evaluate_production, train_candidate
 from session_learning.domain.gates import Judgement, judge
 from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
+from session_learning.domain.sessions import PARTITION_FORMAT, history_span
 from session_learning.domain.trades import QUARANTINE_COLUMN, valid_trades, validate_trades
 from session_learning.domain.training import (
-    BarrierTargets,
     LearningConfig,
     LearningError,
     TradingRule,
     build_training_set,
     effective_plan,
-    evaluate_production,
-    train_candidate,
 )
-from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay.arm_run import (
     CANDIDATE_COLUMNS,
     SESSION_COLUMNS,
@@ -37,7 +36,9 @@ from session_learning.replay.arm_run import (
     ArmRun,
     ArmTask,
 )
-from session_learning.replay.config import history_span, plain_plan
+from session_learning.replay.config import (
+    plain_plan,
+)
 from session_learning.resources.journal import TradeJournal
 from session_learning.resources.registry import ModelRegistry
 

@@ -15,8 +15,8 @@ import pandas as pd
 
 from session_learning.domain import synthetic
 from session_learning.domain.keys import ModelKey
-from session_learning.partitions import PARTITION_FORMAT
-from session_learning.replay.config import ReplayConfig, ReplayError, history_span
+from session_learning.domain.sessions import PARTITION_FORMAT, history_span
+from session_learning.replay.config import ReplayConfig, ReplayError
 
 REGIME_LOOKBACK = pd.Timedelta(days=30)  # regimes known before the range: a flip at its start
 

@@ -13,7 +13,6 @@ from session_learning.domain.analysis import (
 )
 from session_learning.domain.arena import ArenaSettings
 from session_learning.domain.backtest import CostModel
-from session_learning.domain.calendars import calendar_for
 from session_learning.domain.drift import (
     DEFAULT_BLOCK_TRADES,
     DEFAULT_FALSE_ALARMS_PER_100_SESSIONS,
@@ -21,6 +20,7 @@ from session_learning.domain.drift import (
 from session_learning.domain.evidence import EvidenceSettings
 from session_learning.domain.gates import GateThresholds
 from session_learning.domain.keys import ModelKey, timeframe_delta
+from session_learning.domain.sessions import check_session_hours
 from session_learning.domain.training import (
     DEFAULT_COSTS,
     LearningConfig,
@@ -106,8 +106,10 @@ class ReplayConfig:
             raise ReplayError(f"challenger_every must be >= 1, got {self.challenger_every}")
         if self.periodic_every < 1:
             raise ReplayError(f"periodic_every must be >= 1, got {self.periodic_every}")
-        if self.session_hours not in (1, 2, 3, 4, 6, 8, 12, 24):
-            raise ReplayError(f"session length must divide a day, got {self.session_hours} hours")
+        try:
+            check_session_hours(self.session_hours)
+        except ValueError as error:
+            raise ReplayError(str(error)) from None
         hours = pd.Timedelta(hours=self.session_hours)
         for key in self.models:
             if hours % timeframe_delta(key.timeframe):
@@ -187,12 +189,6 @@ class ReplayConfig:
     @property
     def symbols(self) -> tuple[str, ...]:
         return tuple(sorted({m.symbol for m in self.models}))
-
-
-def history_span(key: ModelKey, bars_needed: int) -> pd.Timedelta:
-    """Wall-clock time holding ``bars_needed`` bars (and 10 more) anywhere on the symbol's
-    trading calendar, holidays included."""
-    return calendar_for(key.symbol).span_for_bars(bars_needed + 10, key.bar)
 
 
 def plain_plan(key: ModelKey, rules: LearningRules) -> RetrainPlan:

@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from session_learning.domain.sessions import PARTITION_FORMAT
+
 WIDTH_PX, HEIGHT_PX, DPI = 640, 360, 100
 CANDIDATE_COLOR = "#1f77b4"
 PRODUCTION_COLOR = "#7f7f7f"
@@ -244,7 +246,7 @@ def evidence_curves_png(frame: pd.DataFrame, title: str = "Forward evidence") ->
     colors = [CANDIDATE_COLOR, "#ff7f0e", HIT_COLOR, "#9467bd", "#8c564b", "#e377c2"]
     for i, (version, rows) in enumerate(data.groupby("version", sort=True)):
         color = colors[i % len(colors)]
-        starts = pd.to_datetime(rows["session"], format="%Y-%m-%d-%H:%M", utc=True)
+        starts = pd.to_datetime(rows["session"], format=PARTITION_FORMAT, utc=True)
         x = starts.dt.tz_localize(None)
         ax.plot(x, rows["e_value"].clip(lower=1e-6), marker=".", color=color, label=version)
         threshold = rows["threshold"].astype(float)
@@ -267,7 +269,7 @@ def change_statistic_png(frame: pd.DataFrame, title: str = "Champion change dete
     if data.empty:
         _empty(ax, "no champion trades watched yet (FLAT trades nothing)")
         return png_bytes(fig)
-    x = pd.to_datetime(data["session"], format="%Y-%m-%d-%H:%M", utc=True).dt.tz_localize(None)
+    x = pd.to_datetime(data["session"], format=PARTITION_FORMAT, utc=True).dt.tz_localize(None)
     ax.step(
         x,
         data["statistic"].astype(float),

@@ -13,8 +13,8 @@ import pandas as pd
 
 from session_learning.domain.backtest import compute_metrics
 from session_learning.domain.gates import GATE_NAMES
+from session_learning.domain.sessions import PARTITION_FORMAT
 from session_learning.domain.stats import paired_bootstrap_expectancy
-from session_learning.partitions import PARTITION_FORMAT
 from session_learning.replay.arena_report import (
     adverse_sessions,
     arena_counts,

@@ -22,6 +22,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from session_learning.domain.sessions import check_session_hours
 from session_learning.resources.journal import TradeJournal, metadata, trades_table
 
 HOUR_US = 3_600_000_000
@@ -136,8 +137,7 @@ def session_performance(
     Columns: ``session_start``, ``session_end`` (UTC), ``trades``, ``winners``, ``losers``,
     ``win_rate``, ``pnl``, ``without_pnl`` (as in ``weekly_win_rate``).
     """
-    if session_hours < 1 or 24 % session_hours:
-        raise ValueError(f"session length must divide a day evenly, got {session_hours} hours")
+    check_session_hours(session_hours)
     width = session_hours * HOUR_US
     frame = _bucket_counts(journal, start, end, width)
     starts = _bucket_start(frame["bucket"], width)

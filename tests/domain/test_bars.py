@@ -10,15 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from session_learning.domain.bars import (
-    BarDataError,
-    BarReport,
-    bars_in_window,
-    expected_bar_times,
-    find_gaps,
-    trading_time,
-    validate_bars,
-)
+from session_learning.domain.bar_gaps import expected_bar_times, find_gaps, trading_time
+from session_learning.domain.bars import BarDataError, BarReport, bars_in_window, validate_bars
 from session_learning.domain.keys import BAR_COLUMNS, TIMEFRAMES, ModelKey
 from session_learning.domain.synthetic import generate_bars
 

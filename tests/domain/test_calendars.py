@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from session_learning.domain.bars import BarDataError, find_gaps, validate_bars
+from session_learning.domain.bar_gaps import find_gaps
+from session_learning.domain.bars import BarDataError, validate_bars
 from session_learning.domain.calendars import (
     DEFAULT_SYMBOL_CALENDARS,
     UnknownCalendarError,

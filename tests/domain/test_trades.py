@@ -11,8 +11,7 @@ from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
 from session_learning.domain.trades import (
     QUARANTINE_COLUMN,
     detect_delimiter,
-    export_session,
-    export_stamp,
+    export_frames,
     judge_unplaceable,
     parse_mapping,
     quarantine_counts,
@@ -176,28 +175,20 @@ def test_missing_column_is_a_clear_error():
         validate_trades(frame([trade()]).drop(columns=["pnl"]))
 
 
-def test_exports_are_idempotent_and_split_by_outcome(tmp_path):
-    rows = [trade(win=True), trade(win=False), trade(win=False), trade(symbol="XAGUSD")]
-    out = check(rows)
-    end = pd.Timestamp("2025-01-06T08:00:00Z")
-    first = export_session(out, end, tmp_path)
-    assert export_stamp(end) == "20250106_080000"
-    assert {p.name for p in first.values()} == {
-        "winners_20250106_080000.csv",
-        "losers_20250106_080000.csv",
-        "all_trades_20250106_080000.csv",
-        "quarantine_20250106_080000.csv",
-    }
-    assert len(pd.read_csv(first["winners"])) == 1
-    assert len(pd.read_csv(first["losers"])) == 2
-    assert len(pd.read_csv(first["all_trades"])) == 3
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    export_session(out, end, tmp_path)
-    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert before == after  # a re-run rewrites the same files, nothing duplicated
-    # Once the bad row is gone the stale quarantine file goes too.
-    export_session(check(rows[:3]), end, tmp_path)
-    assert not (tmp_path / "quarantine_20250106_080000.csv").exists()
+def test_export_frames_split_the_valid_trades_by_outcome_and_keep_the_quarantine():
+    rows = [
+        trade(trade_id="w2", exit_time="2025-01-06T07:00:00+00:00"),
+        trade(trade_id="w1", exit_time="2025-01-06T06:00:00+00:00"),
+        trade(trade_id="l1", win=False),
+        trade(trade_id="x", symbol="XAGUSD"),
+    ]
+    frames = export_frames(check(rows))
+    assert list(frames) == ["winners", "losers", "all_trades", "quarantine"]
+    assert list(frames["winners"]["trade_id"]) == ["w1", "w2"]
+    assert list(frames["losers"]["trade_id"]) == ["l1"]
+    assert list(frames["all_trades"]["trade_id"]) == ["l1", "w1", "w2"]
+    assert list(frames["quarantine"]["trade_id"]) == ["x"]
+    assert export_frames(check(rows[:3]))["quarantine"].empty
 
 
 def test_model_version_is_optional():

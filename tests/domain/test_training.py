@@ -9,7 +9,14 @@ import pytest
 
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.backtest import CostModel
+from session_learning.domain.barrier_refit import (
+    BarrierTargets,
+    check_geometry,
+    fit_barriers,
+    judge_barriers,
+)
 from session_learning.domain.features import atr
+from session_learning.domain.fitting import catboost_params, evaluate, rule_for, train_model
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import (
     analyze_loser_patterns,
@@ -17,19 +24,7 @@ from session_learning.domain.patterns import (
     volatility_regime,
 )
 from session_learning.domain.synthetic import generate_bars
-from session_learning.domain.training import (
-    BarrierTargets,
-    LearningConfig,
-    LearningError,
-    build_training_set,
-    catboost_params,
-    check_geometry,
-    evaluate,
-    fit_barriers,
-    judge_barriers,
-    rule_for,
-    train_model,
-)
+from session_learning.domain.training import LearningConfig, LearningError, build_training_set
 from tests.builders import hour_pattern
 
 KEY = ModelKey("EURUSD", "30T")

@@ -91,11 +91,14 @@ def export_on_a_full_disk(trades_csv: str, directory: str, limit: int) -> None:
     """Export the session of the trades in ``trades_csv`` with files capped at ``limit``."""
     import pandas as pd
 
-    from session_learning.domain.trades import export_session, validate_trades
+    from session_learning.domain.trades import validate_trades
+    from session_learning.resources.exports import write_session_exports
 
     trades = validate_trades(pd.read_csv(trades_csv, dtype=str, keep_default_na=False))
     _cap_file_size(limit)
-    _report(lambda: export_session(trades, pd.Timestamp("2025-03-04T12:00Z"), Path(directory)))
+    _report(
+        lambda: write_session_exports(trades, pd.Timestamp("2025-03-04T12:00Z"), Path(directory))
+    )
 
 
 def store_value_on_a_full_disk(base_dir: str, rows: int, limit: int) -> None:

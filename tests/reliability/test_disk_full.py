@@ -10,7 +10,8 @@ import sys
 
 import pandas as pd
 
-from session_learning.domain.trades import export_session, validate_trades
+from session_learning.domain.trades import validate_trades
+from session_learning.resources.exports import write_session_exports
 from tests.builders import frame, many
 from tests.reliability.conftest import REPO, tree
 
@@ -38,7 +39,7 @@ def _session(n: int, hour: int = 9) -> pd.DataFrame:
 def test_exports_on_a_full_disk_fail_whole_and_keep_the_previous_set(tmp_path):
     exports = tmp_path / "live_trades"
     # A previous run's exports, which a failed re-run must leave exactly as they were.
-    export_session(validate_trades(_session(2)), SESSION_END, exports)
+    write_session_exports(validate_trades(_session(2)), SESSION_END, exports)
     previous = tree(exports)
     trades_csv = tmp_path / "session.csv"
     _session(300).to_csv(trades_csv, index=False)  # winners, losers ~45 kB; all ~90 kB
@@ -56,7 +57,7 @@ def test_exports_on_a_full_disk_fail_whole_and_keep_the_previous_set(tmp_path):
     assert tree(exports) == previous
     assert not list(exports.glob(".*"))  # no temporary files left
 
-    rerun = export_session(validate_trades(_session(300)), SESSION_END, exports)
+    rerun = write_session_exports(validate_trades(_session(300)), SESSION_END, exports)
     assert {p.name for p in rerun.values()} == {
         f"winners_{STAMP}.csv",
         f"losers_{STAMP}.csv",

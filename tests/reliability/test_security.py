@@ -21,7 +21,8 @@ from catboost import CatBoostClassifier
 from sqlalchemy.engine import make_url
 
 from session_learning.domain.keys import ModelKey
-from session_learning.domain.trades import export_session, validate_trades
+from session_learning.domain.trades import validate_trades
+from session_learning.resources.exports import write_session_exports
 from session_learning.resources.registry import (
     CorruptModelError,
     ModelRegistry,
@@ -319,8 +320,8 @@ def test_export_file_names_depend_on_the_session_only(tmp_path):
     rows = [trade(trade_id=f"t{i}", symbol=s, win=i % 2 == 0) for i, s in enumerate(hostile)]
     models = [ModelKey("EURUSD", "30T")]
     folder = tmp_path / "exports" / "inner"
-    export_session(validate_trades(frame(rows)), pd.Timestamp("2025-01-06T08:00Z"), folder)
-    export_session(
+    write_session_exports(validate_trades(frame(rows)), pd.Timestamp("2025-01-06T08:00Z"), folder)
+    write_session_exports(
         validate_trades(frame(rows), known_models=models),
         pd.Timestamp("2025-01-06T08:00Z"),
         folder,

@@ -7,17 +7,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from session_learning.assets.models import history_start
 from session_learning.domain.analysis import RetrainPlan
 from session_learning.domain.bars import BarDataError
+from session_learning.domain.fitting import train_candidate
 from session_learning.domain.keys import ModelKey
+from session_learning.domain.sessions import history_start
 from session_learning.domain.synthetic import generate_bars
 from session_learning.domain.training import (
     DEFAULT_COSTS,
     LearningConfig,
     LearningError,
     build_training_set,
-    train_candidate,
 )
 from session_learning.resources.market_data import FileMarketDataResource, write_bars
 
