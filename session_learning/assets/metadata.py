@@ -8,6 +8,9 @@ import warnings
 import dagster as dg
 import pandas as pd
 
+from session_learning.domain.analysis import ProblemReport
+from session_learning.domain.trades import QUARANTINE_COLUMN
+
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
@@ -49,3 +52,101 @@ def session_check_spec(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions_def, **kwargs)
+
+
+# --- session analysis ------------------------------------------------------------------------
+
+
+def session_trades_metadata(
+    raw: pd.DataFrame, good: pd.DataFrame, bad: pd.DataFrame, unplaced: pd.DataFrame
+) -> dict:
+    """UI metadata of ``session_trades``: row counts and the quarantined rows as tables."""
+    return {
+        "journal_rows": len(raw),
+        "valid_trades": len(good),
+        "quarantined": len(bad),
+        "winners": int((good["pnl"] > 0).sum()),
+        "losers": int((good["pnl"] < 0).sum()),
+        "quarantined_rows": markdown_table(
+            bad[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
+        ),
+        "journal_rows_without_exit_time": len(unplaced),
+        "rows_in_no_session": markdown_table(
+            unplaced[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
+        ),
+    }
+
+
+def breakdown_metadata(table: pd.DataFrame) -> dict:
+    """UI metadata of ``session_breakdown``: the table and its failing/warning models."""
+    models_only = table.loc[table["direction"] == "all"]
+    return {
+        "breakdown": markdown_table(with_na(table)),
+        "models_failing": int((models_only["status"] == "failing").sum()),
+        "models_warning": int((models_only["status"] == "warning").sum()),
+    }
+
+
+def _rate(value: float | None) -> dg.MetadataValue:
+    """A win rate or profit factor for the UI: "n/a" when there was nothing to measure."""
+    if value is None:
+        return dg.MetadataValue.text("n/a")
+    return dg.MetadataValue.float(value) if math.isfinite(value) else dg.MetadataValue.text("∞")
+
+
+def with_na(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every missing value written as "n/a" (for Markdown and CSV)."""
+    return table.astype(object).where(table.notna(), "n/a")
+
+
+def report_metadata(report: ProblemReport) -> dict:
+    """UI metadata of a problem report: trigger, problems and plans as tables."""
+    problems = pd.DataFrame(
+        [
+            {"kind": p.kind, "model": p.model or "session", "problem": p.message}
+            for p in report.problems
+        ],
+        columns=["kind", "model", "problem"],
+    )
+    plans = pd.DataFrame(
+        [
+            {
+                "model": slug,
+                "retrain": plan.retrain,
+                "boosted trades": len(plan.trade_boosts),
+                "edge threshold": plan.edge_threshold,
+                "l2_leaf_reg": plan.l2_leaf_reg,
+                "class weights": ", ".join(f"{k} {v:g}" for k, v in plan.class_weights.items()),
+                "why": "; ".join(plan.reasons),
+            }
+            for slug, plan in report.plans.items()
+        ]
+    )
+    return {
+        "triggered": report.trigger.triggered,
+        "trigger": report.trigger.message,
+        "trades": report.summary["trades"],
+        "win_rate": _rate(report.summary["win_rate"]),
+        "profit_factor": _rate(report.summary["profit_factor"]),
+        "pnl": float(report.summary["pnl"]),
+        "problems_found": len(report.problems),
+        "models_to_retrain": sum(p.retrain for p in report.plans.values()),
+        "problems": markdown_table(problems),
+        "plan": markdown_table(plans),
+        "loser_patterns": markdown_table(
+            pd.DataFrame(
+                [
+                    {
+                        "model": p["model"],
+                        "dimension": p["dimension"],
+                        "bucket": p["bucket"],
+                        "trades": p["trades"],
+                        "loss rate": p["loss_rate"],
+                        "model loss rate": p["baseline_loss_rate"],
+                        "p": p["p_value"],
+                    }
+                    for p in report.patterns
+                ]
+            )
+        ),
+    }

@@ -1,0 +1,62 @@
+"""Asset bodies called on their own: a built context, the real SQLite journal, the registry in
+a temporary folder and synthetic bars, without the asset graph around them."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from session_learning.assets.session import (
+    ProblemReportConfig,
+    problem_report_body,
+    session_trades_body,
+)
+from tests.assets.conftest import EURUSD, window
+from tests.builders import frame, many, trade
+
+SESSION = "2025-01-06-04:00"
+
+
+def _window(partition_key: str) -> dg.TimeWindow:
+    start, end = window(partition_key)
+    return dg.TimeWindow(start.to_pydatetime(), end.to_pydatetime())
+
+
+def _values(metadata: dict) -> dict:
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def test_session_trades_body_quarantines_and_warns_on_a_real_journal(pipeline):
+    p = pipeline()
+    good = many(2, 3)
+    p.journal.add_trades(frame([*good, trade(trade_id="alien", symbol="XAGUSD")]))
+
+    output, check = session_trades_body(_window(SESSION), p.defs.resources["journal"], (EURUSD,))
+
+    trades = output.value
+    assert len(trades) == 6 and (trades["quarantine_reason"] != "").sum() == 1
+    meta = _values(output.metadata)
+    assert (meta["valid_trades"], meta["losers"]) == (5, 3)
+    assert check.check_name == "session_trades_are_clean" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["quarantined"].value == 1
+
+
+def test_problem_report_body_plans_a_retrain_from_the_session_losers(pipeline):
+    p = pipeline()
+    journal = p.defs.resources["journal"]
+    p.journal.add_trades(frame(many(1, 4, confidence=0.7)))
+    [trades, _] = session_trades_body(_window(SESSION), journal, (EURUSD,))
+
+    report = problem_report_body(
+        _window(SESSION),
+        ProblemReportConfig(preset="aggressive"),
+        trades.value,
+        journal,
+        (EURUSD,),
+    )
+
+    assert report.value["summary"]["trades"] == 5
+    assert report.value["plans"][EURUSD.slug]["retrain"] is True
+    assert _values(report.metadata)["models_to_retrain"] == 1
+    assert pd.Timestamp(report.value["session_end"]) == window(SESSION)[1]
