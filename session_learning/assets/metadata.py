@@ -8,8 +8,13 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from session_learning.domain.analysis import ProblemReport
+from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.backtest import BacktestResult
+from session_learning.domain.gates import GateResult
+from session_learning.domain.keys import ModelKey
 from session_learning.domain.trades import QUARANTINE_COLUMN
+from session_learning.domain.training import Candidate, validation_predictions
+from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
 
 
 def _cell(value: object) -> str:
@@ -149,4 +154,119 @@ def report_metadata(report: ProblemReport) -> dict:
                 ]
             )
         ),
+    }
+
+
+# --- learning: training set, candidate, deployment ---------------------------------------------
+
+
+def training_set_metadata(info: dict) -> dict:
+    """UI metadata of ``weighted_training_set``: rows, boosts, the window and the plan."""
+    plan = RetrainPlan.from_dict(info["plan"])
+    return {
+        "training_rows": info["rows"]["train"],
+        "validation_rows": info["rows"]["validation"],
+        "boosted_rows": len(info["boosted_rows"]),
+        "unmatched_trades": len(info["unmatched_trades"]),
+        "class_balance": markdown_table(pd.DataFrame([info["class_balance"]])),
+        "boosted": markdown_table(pd.DataFrame(info["boosted_rows"])),
+        "unmatched": markdown_table(pd.DataFrame(info["unmatched_trades"])),
+        "validation_window": f"{info['split']['validation_start']} .. {info['split']['validation_end']}",
+        "plan": "; ".join(plan.reasons),
+        "held_out": " .. ".join(info["held_out"]),
+        "loser_pattern_trades": (
+            "{trades_used} used, {trades_held_out} held out (touched the held-out span)".format(
+                **info["loser_pattern_search"]
+            )
+        ),
+    }
+
+
+def gates_table(gates: list[GateResult]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "gate": g.name,
+                "passed": "yes" if g.passed else "NO",
+                "value": g.value,
+                "threshold": g.threshold,
+                "production": g.production_value,
+                "detail": g.message,
+            }
+            for g in gates
+        ]
+    )
+
+
+def candidate_metadata(
+    key: ModelKey,
+    version: str,
+    decision: str,
+    baseline: str | None,
+    candidate: Candidate,
+    production_result: BacktestResult | None,
+    frame: pd.DataFrame,
+    gates: list[GateResult],
+) -> dict:
+    """UI metadata of ``candidate_model``: its metrics, equity against production, calibration
+    and the gates."""
+    m = candidate.result.metrics
+    return {
+        "version": version,
+        "decision": decision,
+        "profit_factor": m.profit_factor,
+        "max_drawdown_pct": m.max_drawdown_pct,
+        "win_rate": m.win_rate,
+        "validation_trades": m.trades,
+        "expectancy_r": m.expectancy_r,
+        "sharpe": m.sharpe,
+        "production_version": baseline or "none",
+        "equity_curves": dg.MetadataValue.md(
+            png_markdown(
+                equity_curves_png(
+                    candidate.result.equity,
+                    production_result.equity if production_result else None,
+                    f"{key.slug}: {version} vs {baseline or 'no production model'}",
+                ),
+                "candidate vs production equity on the validation window",
+            )
+        ),
+        "calibration": dg.MetadataValue.md(
+            png_markdown(
+                calibration_png(
+                    *validation_predictions(candidate.model, candidate.features, frame)
+                ),
+                "probability calibration on the validation window",
+            )
+        ),
+        "gates": markdown_table(gates_table(gates)),
+    }
+
+
+def gate_check_result(asset: dg.AssetKey, gate: GateResult) -> dg.AssetCheckResult:
+    """A gate's blocking check result: its value, threshold and production value."""
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=gate.name,
+        passed=gate.passed,
+        description=gate.message,
+        metadata={
+            "value": gate.value,
+            "threshold": gate.threshold,
+            "production_value": gate.production_value,
+            **{k: v for k, v in gate.details.items()},
+        },
+    )
+
+
+def deployment_metadata(
+    label: str, version: str, previous: str | None, promoted: bool, summary: str
+) -> dict:
+    """UI metadata of a deployment (``deployed_model``, ``champion_model``): the version under
+    ``label``, the one it replaced, whether it went live and why."""
+    return {
+        label: version,
+        "previous": previous or "none",
+        "deployed": promoted,
+        "summary": summary,
     }

@@ -6,12 +6,19 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from session_learning.assets.models import (
+    TrainingSetConfig,
+    candidate_model_body,
+    deployed_model_body,
+    weighted_training_set_body,
+)
 from session_learning.assets.session import (
     ProblemReportConfig,
     problem_report_body,
     session_trades_body,
 )
-from tests.assets.conftest import EURUSD, window
+from session_learning.domain.gates import GATES
+from tests.assets.conftest import EURUSD, PERMISSIVE, S1, losers_in, window
 from tests.builders import frame, many, trade
 
 SESSION = "2025-01-06-04:00"
@@ -60,3 +67,43 @@ def test_problem_report_body_plans_a_retrain_from_the_session_losers(pipeline):
     assert report.value["plans"][EURUSD.slug]["retrain"] is True
     assert _values(report.metadata)["models_to_retrain"] == 1
     assert pd.Timestamp(report.value["session_end"]) == window(SESSION)[1]
+
+
+def test_learning_bodies_train_judge_and_deploy_a_first_model(pipeline):
+    p = pipeline(**PERMISSIVE)
+    p.journal.add_trades(frame(losers_in(8)))
+    journal, registry = p.defs.resources["journal"], p.defs.resources["registry"]
+    session = _window(S1)
+    [trades, _] = session_trades_body(session, journal, (EURUSD,))
+    report = problem_report_body(session, ProblemReportConfig(), trades.value, journal, (EURUSD,))
+    context = dg.build_asset_context(partition_key=S1)
+
+    [history, training_set] = weighted_training_set_body(
+        context,
+        EURUSD,
+        session,
+        TrainingSetConfig(),
+        report.value,
+        trades.value,
+        p.defs.resources["market_data"],
+        registry,
+        p.learning,
+        journal,
+    )
+    assert history.check_name == "history_supports_learning" and history.passed
+    info = training_set.value["info"]
+    assert _values(training_set.metadata)["training_rows"] == info["rows"]["train"] > 0
+
+    [candidate, *gates] = candidate_model_body(
+        context, EURUSD, session, training_set.value, registry, p.learning
+    )
+    version = candidate.value["version"]
+    assert [g.check_name for g in gates] == [g.name for g in GATES]
+    assert candidate.value["passed"] == all(g.passed for g in gates) is True
+    assert p.registry.judgement(EURUSD, version)["partition"] == S1
+    assert p.registry.production_version(EURUSD) is None
+
+    deployed = deployed_model_body(context, EURUSD, candidate.value, registry)
+    assert deployed.value["promoted"] and p.registry.production_version(EURUSD) == version
+    again = deployed_model_body(context, EURUSD, candidate.value, registry)
+    assert not again.value["promoted"] and _values(again.metadata)["previous"] == version
