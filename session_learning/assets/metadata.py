@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 
 import dagster as dg
 import pandas as pd
 
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.arena_session import ArenaState, SessionMarks
 from session_learning.domain.backtest import BacktestResult
 from session_learning.domain.gates import GateResult
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.trades import QUARANTINE_COLUMN
 from session_learning.domain.training import Candidate, validation_predictions
-from session_learning.reports.plots import calibration_png, equity_curves_png, png_markdown
+from session_learning.reports.plots import (
+    calibration_png,
+    change_statistic_png,
+    equity_curves_png,
+    evidence_curves_png,
+    png_markdown,
+)
 
 
 def _cell(value: object) -> str:
@@ -269,4 +277,141 @@ def deployment_metadata(
         "previous": previous or "none",
         "deployed": promoted,
         "summary": summary,
+    }
+
+
+# --- the arena ---------------------------------------------------------------------------------
+
+
+def shadow_book_metadata(
+    state: ArenaState, marked: SessionMarks, written: int, present: int
+) -> dict:
+    """UI metadata of ``shadow_book``: each member's bars, trades and R, and the journal rows."""
+    table = pd.DataFrame(
+        [
+            {
+                "member": v,
+                "role": "champion" if v == state.arena.champion else "challenger",
+                "bars": len(marked.marks[v]),
+                "trades": len(marked.trades[v]),
+                "R": float(marked.trades[v]["r_multiple"].sum()) if len(marked.trades[v]) else 0.0,
+                "marked R": float(marked.marks[v].sum()),
+            }
+            for v in state.arena.members()
+        ],
+        columns=["member", "role", "bars", "trades", "R", "marked R"],
+    )
+    return {
+        "champion": state.arena.champion,
+        "bars": marked.bars,
+        "members": markdown_table(table),
+        "shadow_trades_written": written,
+        "shadow_trades_already_stored": present,
+    }
+
+
+def _e(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def evidence_table(record: Mapping) -> pd.DataFrame:
+    """Each challenger's evidence of a folded session: e-values and confidence sequences
+    against the champion and FLAT."""
+    rows = []
+    entered = {c["version"]: c for c in record.get("challengers", [])}
+    for version, ev in sorted(record.get("evidence", {}).items()):
+        champion, flat = ev["vs_champion"], ev["vs_flat"]
+        rows.append(
+            {
+                "challenger": version,
+                "kind": entered.get(version, {}).get("kind", "left"),
+                "e vs champion": _e(champion["e_value"]),
+                "e vs FLAT": _e(flat["e_value"]),
+                "threshold": _e(champion["threshold"]),
+                "mean R/bar": champion["mean_r"],
+                "CS vs champion": f"[{champion['lower_r']:+.4f}, {champion['upper_r']:+.4f}]",
+                "CS vs FLAT": f"[{flat['lower_r']:+.4f}, {flat['upper_r']:+.4f}]",
+                "bars": champion["bars"],
+                "trades": flat["trades"],
+                "against": champion["baseline"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _evidence_plots(key: ModelKey, past: list[dict]) -> dict:
+    """The e-value curves and the champion's change statistic over the ``past`` records."""
+    curve = pd.DataFrame(
+        [
+            {
+                "session": r["session"],
+                "version": v,
+                "e_value": _e(ev["vs_champion"]["e_value"]),
+                "threshold": _e(ev["vs_champion"]["threshold"]),
+            }
+            for r in past
+            for v, ev in r.get("evidence", {}).items()
+        ],
+        columns=["session", "version", "e_value", "threshold"],
+    )
+    change = pd.DataFrame(
+        [
+            {
+                "session": r["session"],
+                "statistic": r["change"]["statistic"],
+                "threshold": r["change"]["threshold"],
+            }
+            for r in past
+            if r.get("change")
+        ],
+        columns=["session", "statistic", "threshold"],
+    )
+    return {
+        "evidence_curves": dg.MetadataValue.md(
+            png_markdown(
+                evidence_curves_png(curve, f"{key.slug}: e-values vs the champion"),
+                "each challenger's e-value against the champion, session by session",
+            )
+        ),
+        "change_statistic": dg.MetadataValue.md(
+            png_markdown(
+                change_statistic_png(change, f"{key.slug}: champion change detector"),
+                "the champion's CUSUM statistic and its alarm threshold",
+            )
+        ),
+    }
+
+
+def evidence_metadata(
+    key: ModelKey,
+    record: Mapping,
+    table: pd.DataFrame,
+    past: list[dict],
+    decision: str,
+    folded_now: bool,
+) -> dict:
+    """UI metadata of ``challenger_evidence``: the decision, the evidence, admissions and
+    retirements as tables, and the curves of the ``past`` sessions' records."""
+    return {
+        "champion": f"{record['champion_before']} -> {record['champion']}",
+        "decision": decision,
+        "promoted": record.get("promoted") or "none",
+        "demoted": record.get("demoted") or "none",
+        "folded_now": folded_now,
+        "restart": record.get("restart") or "-",
+        "evidence": markdown_table(table),
+        "admissions": markdown_table(pd.DataFrame(record.get("admissions", []))),
+        "retirements": markdown_table(pd.DataFrame(record.get("retirements", []))),
+        **_evidence_plots(key, past),
+    }
+
+
+def best_challenger_metadata(record: Mapping, table: pd.DataFrame) -> dict:
+    """Check metadata while no challenger won: the best one's e-value and its threshold."""
+    best = table.sort_values("e vs champion").iloc[-1] if len(table) else None
+    return {
+        "champion": record["champion"],
+        "best_challenger": "none" if best is None else best["challenger"],
+        "best_e_value": 0.0 if best is None else float(best["e vs champion"]),
+        "threshold": 0.0 if best is None else float(best["threshold"]),
     }
