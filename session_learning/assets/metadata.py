@@ -23,6 +23,7 @@ from session_learning.reports.plots import (
     evidence_curves_png,
     png_markdown,
 )
+from session_learning.resources.journal_reports import WinRateTrend
 
 
 def _cell(value: object) -> str:
@@ -414,4 +415,66 @@ def best_challenger_metadata(record: Mapping, table: pd.DataFrame) -> dict:
         "best_challenger": "none" if best is None else best["challenger"],
         "best_e_value": 0.0 if best is None else float(best["e vs champion"]),
         "threshold": 0.0 if best is None else float(best["threshold"]),
+    }
+
+
+# --- the signal monitor ------------------------------------------------------------------------
+
+
+def resolved_signals_metadata(rows: list[dict], open_signals: int, now: pd.Timestamp) -> dict:
+    """UI metadata of ``resolved_signals``: the trades closed and the signals still open."""
+    return {
+        "resolved": len(rows),
+        "still_open": open_signals - len(rows),
+        "trades": markdown_table(pd.DataFrame(rows)),
+        "as_of": now.isoformat(),
+    }
+
+
+def live_signals_metadata(rows: list[dict], now: pd.Timestamp) -> dict:
+    """UI metadata of ``live_signals``: each model's health and signal, and their counts."""
+    table = pd.DataFrame(rows)
+    return {
+        "models": markdown_table(table),
+        "signals_emitted": int(table["signal"].str.contains("@").sum()) if rows else 0,
+        "degraded": int((table["health"] == "degraded").sum()) if rows else 0,
+        "as_of": now.isoformat(),
+    }
+
+
+# --- monitoring --------------------------------------------------------------------------------
+
+
+def _shown(frame: pd.DataFrame, time_columns: dict[str, str]) -> pd.DataFrame:
+    """Newest first, times as text, for a Markdown table."""
+    shown = frame.iloc[::-1].copy()
+    for column, fmt in time_columns.items():
+        shown[column] = shown[column].dt.strftime(fmt)
+    return shown
+
+
+def performance_metadata(
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    weekly: pd.DataFrame,
+    sessions: pd.DataFrame,
+    trend: WinRateTrend,
+    without_exit_time: int,
+    png: bytes,
+) -> dict:
+    """UI metadata of ``learning_performance``: the window, the newest week's win rate and its
+    change, the weekly and per-session tables and the plot."""
+    return {
+        "window": f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC",
+        "trades": int(weekly["trades"].sum()),
+        "latest_week": f"{trend.latest_week:%Y-%m-%d}" if trend.latest_week else "none",
+        "latest_weekly_win_rate": dg.MetadataValue.float(trend.latest_win_rate),
+        "win_rate_change_vs_4_weeks_ago": dg.MetadataValue.float(trend.change),
+        "trades_without_pnl": int(weekly["without_pnl"].sum()),
+        "trades_without_exit_time": without_exit_time,
+        "weekly": markdown_table(_shown(weekly, {"week_start": "%Y-%m-%d"})),
+        "sessions": markdown_table(
+            _shown(sessions, {"session_start": "%Y-%m-%d %H:%M", "session_end": "%H:%M"})
+        ),
+        "plot": dg.MetadataValue.md(png_markdown(png, "weekly win rate")),
     }

@@ -321,17 +321,22 @@ def build_model_assets(
     partitions_def: dg.PartitionsDefinition, key: ModelKey
 ) -> list[dg.AssetsDefinition]:
     """The training set, candidate and deployment assets of one model."""
-    prefix = [key.slug]
-    group = f"{GROUP_PREFIX}{key.slug}"
-    candidate_key = dg.AssetKey([*prefix, "candidate_model"])
     hooks = outcome_hooks(partitions_def)  # each step's decision or error, for `status`
-    training_key = dg.AssetKey([*prefix, "weighted_training_set"])
+    return [
+        _weighted_training_set_asset(partitions_def, key, hooks),
+        _candidate_model_asset(partitions_def, key, hooks),
+        _deployed_model_asset(partitions_def, key, hooks),
+    ]
+
+
+def _weighted_training_set_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
+    training_key = dg.AssetKey([key.slug, "weighted_training_set"])
 
     @dg.asset(
-        key_prefix=prefix,
+        key_prefix=[key.slug],
         name="weighted_training_set",
         partitions_def=partitions_def,
-        group_name=group,
+        group_name=f"{GROUP_PREFIX}{key.slug}",
         owners=OWNERS,
         hooks=hooks,
         kinds={"pandas"},
@@ -368,14 +373,20 @@ def build_model_assets(
             journal,
         )
 
+    return weighted_training_set
+
+
+def _candidate_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
+    candidate_key = dg.AssetKey([key.slug, "candidate_model"])
+
     @dg.asset(
         key=candidate_key,
         partitions_def=partitions_def,
-        group_name=group,
+        group_name=f"{GROUP_PREFIX}{key.slug}",
         owners=OWNERS,
         hooks=hooks,
         kinds={"catboost"},
-        ins={"weighted_training_set": dg.AssetIn(key=[*prefix, "weighted_training_set"])},
+        ins={"weighted_training_set": dg.AssetIn(key=[key.slug, "weighted_training_set"])},
         check_specs=[
             session_check_spec(
                 gate.name,
@@ -405,15 +416,19 @@ def build_model_assets(
             learning_settings,
         )
 
+    return candidate_model
+
+
+def _deployed_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
     @dg.asset(
-        key_prefix=prefix,
+        key_prefix=[key.slug],
         name="deployed_model",
         partitions_def=partitions_def,
-        group_name=group,
+        group_name=f"{GROUP_PREFIX}{key.slug}",
         owners=OWNERS,
         hooks=hooks,
         kinds={"catboost"},
-        ins={"candidate_model": dg.AssetIn(key=candidate_key)},
+        ins={"candidate_model": dg.AssetIn(key=dg.AssetKey([key.slug, "candidate_model"]))},
         pool=f"deploy_{key.slug}",
         tags={"session_learning/model": key.slug},
     )
@@ -428,4 +443,4 @@ def build_model_assets(
         rollback."""
         return deployed_model_body(context, key, candidate_model, registry)
 
-    return [weighted_training_set, candidate_model, deployed_model]
+    return deployed_model

@@ -1,6 +1,7 @@
 """Session analysis assets: trades of the session, CSV exports, breakdown, problem report."""
 
 import dataclasses
+import functools
 import typing
 
 import dagster as dg
@@ -181,14 +182,17 @@ def build_session_assets(
     partitions_def: dg.PartitionsDefinition, models: tuple[ModelKey, ...]
 ) -> list[dg.AssetsDefinition]:
     """The session-level assets for the configured models."""
-    hooks = outcome_hooks(partitions_def)
-
-    @dg.asset(
+    # Every session asset: one partition per session, in the session_analysis group.
+    session_asset = functools.partial(
+        dg.asset,
         partitions_def=partitions_def,
         group_name=GROUP,
         owners=OWNERS,
+        hooks=outcome_hooks(partitions_def),
+    )
+
+    @session_asset(
         kinds={"sql", "pandas"},
-        hooks=hooks,
         check_specs=[
             session_check_spec(
                 "session_trades_are_clean",
@@ -208,13 +212,7 @@ def build_session_assets(
         """
         yield from session_trades_body(context.partition_time_window, journal, models)
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"csv"},
-        hooks=hooks,
-    )
+    @session_asset(kinds={"csv"})
     def trade_exports(
         context: dg.AssetExecutionContext,
         session_trades: pd.DataFrame,
@@ -226,25 +224,13 @@ def build_session_assets(
         """
         return trade_exports_body(context.partition_time_window, session_trades, exports)
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"pandas"},
-        hooks=hooks,
-    )
+    @session_asset(kinds={"pandas"})
     def session_breakdown(session_trades: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         """Per symbol/timeframe and per direction: trades, winners, losers, win rate, P&L,
         profit factor and status (ok / warning / failing)."""
         return session_breakdown_body(session_trades)
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"python"},
-        hooks=hooks,
-    )
+    @session_asset(kinds={"python"})
     def problem_report(
         context: dg.AssetExecutionContext,
         config: ProblemReportConfig,  # type: ignore[valid-type]
