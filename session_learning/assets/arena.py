@@ -14,12 +14,17 @@ records the winner's judgement with its forward evidence, which ``champion_model
 Sessions are folded in order: the registry's compare-and-swap refuses a session computed from
 another state, so a re-run or two partitions side by side never fold a session twice or lose
 one. A re-run of a folded session shows what was recorded and changes nothing.
+
+The arena state the registry keeps and the fold of a session are in ``assets/arena_state.py``;
+this module holds the assets, their bodies and the marking of the shadow book.
 """
+
+from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
 
-from session_learning.assets import OWNERS
+from session_learning.assets import model_asset
 from session_learning.assets.arena_state import (
     book_value,
     document_state,
@@ -54,7 +59,6 @@ from session_learning.resources.learning_settings import LearningSettingsResourc
 from session_learning.resources.market_data import MarketDataResource
 from session_learning.resources.registry import ModelRegistry, ModelRegistryResource
 
-GROUP_PREFIX = "model_"
 CHALLENGER_BEATS_CHAMPION = "challenger_beats_champion"
 CHAMPION_NOT_PAUSED = "champion_not_paused"
 
@@ -200,23 +204,21 @@ def build_arena_assets(
     partitions_def: dg.TimeWindowPartitionsDefinition, key: ModelKey
 ) -> list[dg.AssetsDefinition]:
     """The shadow book and the evidence of one model's arena."""
-    hooks = outcome_hooks(partitions_def)
+    # Each step records its decision or error (for `status`) through the outcome hooks.
+    asset = model_asset(partitions_def, key, outcome_hooks(partitions_def))
     return [
-        _shadow_book_asset(partitions_def, key, hooks),
-        _challenger_evidence_asset(partitions_def, key, hooks),
-        _champion_model_asset(partitions_def, key, hooks),
+        _shadow_book_asset(asset, partitions_def, key),
+        _challenger_evidence_asset(asset, partitions_def, key),
+        _champion_model_asset(asset, partitions_def, key),
     ]
 
 
-def _shadow_book_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
-    @dg.asset(
+def _shadow_book_asset(
+    asset: Callable, partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> dg.AssetsDefinition:
+    @asset(
         key=dg.AssetKey([key.slug, "shadow_book"]),
-        partitions_def=partitions_def,
-        group_name=f"{GROUP_PREFIX}{key.slug}",
-        owners=OWNERS,
-        hooks=hooks,
         kinds={"pandas", "sql"},
-        tags={"session_learning/model": key.slug},
     )
     def shadow_book(
         context: dg.AssetExecutionContext,
@@ -244,15 +246,13 @@ def _shadow_book_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinit
     return shadow_book
 
 
-def _challenger_evidence_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
+def _challenger_evidence_asset(
+    asset: Callable, partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> dg.AssetsDefinition:
     evidence_key = dg.AssetKey([key.slug, "challenger_evidence"])
 
-    @dg.asset(
+    @asset(
         key=evidence_key,
-        partitions_def=partitions_def,
-        group_name=f"{GROUP_PREFIX}{key.slug}",
-        owners=OWNERS,
-        hooks=hooks,
         kinds={"numpy"},
         ins={"shadow_book": dg.AssetIn(key=dg.AssetKey([key.slug, "shadow_book"]))},
         check_specs=[
@@ -275,7 +275,6 @@ def _challenger_evidence_asset(partitions_def, key: ModelKey, hooks) -> dg.Asset
                 "and FLAT trades).",
             ),
         ],
-        tags={"session_learning/model": key.slug},
     )
     def challenger_evidence(
         context: dg.AssetExecutionContext,
@@ -302,18 +301,15 @@ def _challenger_evidence_asset(partitions_def, key: ModelKey, hooks) -> dg.Asset
     return challenger_evidence
 
 
-def _champion_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
-    @dg.asset(
+def _champion_model_asset(
+    asset: Callable, partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> dg.AssetsDefinition:
+    @asset(
         key_prefix=[key.slug],
         name="champion_model",
-        partitions_def=partitions_def,
-        group_name=f"{GROUP_PREFIX}{key.slug}",
-        owners=OWNERS,
-        hooks=hooks,
         kinds={"catboost"},
         ins={"challenger_evidence": dg.AssetIn(key=dg.AssetKey([key.slug, "challenger_evidence"]))},
         pool=f"deploy_{key.slug}",
-        tags={"session_learning/model": key.slug},
     )
     def champion_model(
         context: dg.AssetExecutionContext,

@@ -11,13 +11,14 @@ judgement, so a later candidate only enters the arena as a challenger (``assets/
 whose ``champion_model`` deploys what the arena decides.
 """
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from session_learning.assets import OWNERS
+from session_learning.assets import model_asset
 from session_learning.assets.data_checks import (
     check_loaded_bars,
     history_check_result,
@@ -59,8 +60,6 @@ from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.learning_settings import LearningSettingsResource
 from session_learning.resources.market_data import MarketDataError, MarketDataResource
 from session_learning.resources.registry import ModelRegistryResource
-
-GROUP_PREFIX = "model_"
 
 
 class TrainingSetConfig(dg.Config):
@@ -321,24 +320,23 @@ def build_model_assets(
     partitions_def: dg.PartitionsDefinition, key: ModelKey
 ) -> list[dg.AssetsDefinition]:
     """The training set, candidate and deployment assets of one model."""
-    hooks = outcome_hooks(partitions_def)  # each step's decision or error, for `status`
+    # Each step records its decision or error (for `status`) through the outcome hooks.
+    asset = model_asset(partitions_def, key, outcome_hooks(partitions_def))
     return [
-        _weighted_training_set_asset(partitions_def, key, hooks),
-        _candidate_model_asset(partitions_def, key, hooks),
-        _deployed_model_asset(partitions_def, key, hooks),
+        _weighted_training_set_asset(asset, partitions_def, key),
+        _candidate_model_asset(asset, partitions_def, key),
+        _deployed_model_asset(asset, partitions_def, key),
     ]
 
 
-def _weighted_training_set_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
+def _weighted_training_set_asset(
+    asset: Callable, partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> dg.AssetsDefinition:
     training_key = dg.AssetKey([key.slug, "weighted_training_set"])
 
-    @dg.asset(
+    @asset(
         key_prefix=[key.slug],
         name="weighted_training_set",
-        partitions_def=partitions_def,
-        group_name=f"{GROUP_PREFIX}{key.slug}",
-        owners=OWNERS,
-        hooks=hooks,
         kinds={"pandas"},
         output_required=False,
         ins={
@@ -346,7 +344,6 @@ def _weighted_training_set_asset(partitions_def, key: ModelKey, hooks) -> dg.Ass
             "session_trades": dg.AssetIn(key="session_trades"),
         },
         check_specs=[history_check_spec(training_key, partitions_def)],
-        tags={"session_learning/model": key.slug},
     )
     def weighted_training_set(
         context: dg.AssetExecutionContext,
@@ -376,15 +373,13 @@ def _weighted_training_set_asset(partitions_def, key: ModelKey, hooks) -> dg.Ass
     return weighted_training_set
 
 
-def _candidate_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
+def _candidate_model_asset(
+    asset: Callable, partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> dg.AssetsDefinition:
     candidate_key = dg.AssetKey([key.slug, "candidate_model"])
 
-    @dg.asset(
+    @asset(
         key=candidate_key,
-        partitions_def=partitions_def,
-        group_name=f"{GROUP_PREFIX}{key.slug}",
-        owners=OWNERS,
-        hooks=hooks,
         kinds={"catboost"},
         ins={"weighted_training_set": dg.AssetIn(key=[key.slug, "weighted_training_set"])},
         check_specs=[
@@ -397,7 +392,6 @@ def _candidate_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDef
             )
             for gate in GATES
         ],
-        tags={"session_learning/model": key.slug},
     )
     def candidate_model(
         context: dg.AssetExecutionContext,
@@ -419,18 +413,15 @@ def _candidate_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDef
     return candidate_model
 
 
-def _deployed_model_asset(partitions_def, key: ModelKey, hooks) -> dg.AssetsDefinition:
-    @dg.asset(
+def _deployed_model_asset(
+    asset: Callable, partitions_def: dg.PartitionsDefinition, key: ModelKey
+) -> dg.AssetsDefinition:
+    @asset(
         key_prefix=[key.slug],
         name="deployed_model",
-        partitions_def=partitions_def,
-        group_name=f"{GROUP_PREFIX}{key.slug}",
-        owners=OWNERS,
-        hooks=hooks,
         kinds={"catboost"},
         ins={"candidate_model": dg.AssetIn(key=dg.AssetKey([key.slug, "candidate_model"]))},
         pool=f"deploy_{key.slug}",
-        tags={"session_learning/model": key.slug},
     )
     def deployed_model(
         context: dg.AssetExecutionContext, candidate_model: dict, registry: ModelRegistryResource

@@ -6,6 +6,11 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from session_learning.assets.arena import (
+    challenger_evidence_body,
+    champion_model_body,
+    shadow_book_body,
+)
 from session_learning.assets.models import (
     TrainingSetConfig,
     candidate_model_body,
@@ -18,7 +23,7 @@ from session_learning.assets.session import (
     session_trades_body,
 )
 from session_learning.domain.gates import GATES
-from tests.assets.conftest import EURUSD, PERMISSIVE, S1, losers_in, window
+from tests.assets.conftest import EURUSD, PERMISSIVE, S1, S2, losers_in, window
 from tests.builders import frame, many, trade
 
 SESSION = "2025-01-06-04:00"
@@ -107,3 +112,51 @@ def test_learning_bodies_train_judge_and_deploy_a_first_model(pipeline):
     assert deployed.value["promoted"] and p.registry.production_version(EURUSD) == version
     again = deployed_model_body(context, EURUSD, candidate.value, registry)
     assert not again.value["promoted"] and _values(again.metadata)["previous"] == version
+
+
+def test_arena_bodies_mark_fold_once_and_keep_the_trading_champion(deployed):
+    p, _ = deployed
+    live = p.registry.production_version(EURUSD)
+    r = p.defs.resources
+    context = dg.build_asset_context(partition_key=S2)
+    session = _window(S2)
+
+    book = shadow_book_body(
+        context,
+        EURUSD,
+        session,
+        r["market_data"],
+        r["registry"],
+        r["journal"],
+        r["learning_settings"],
+        r["arena_settings"],
+    )
+    assert book.value["champion"] == live and live in book.value["members"]
+    assert len(book.value["index"]) == book.value["bars"] > 0
+    written = _values(book.metadata)["shadow_trades_written"]
+    assert written == sum(book.value["trades"].values())
+
+    def evidence() -> list:
+        return list(
+            challenger_evidence_body(
+                context,
+                EURUSD,
+                session,
+                book.value,
+                r["registry"],
+                r["journal"],
+                r["arena_settings"],
+            )
+        )
+
+    [folded, beats, not_paused] = evidence()
+    assert folded.value["folded_now"] and folded.value["champion"] == live
+    assert p.registry.arena(EURUSD)["session"] == S2
+    assert (beats.check_name, beats.passed) == ("challenger_beats_champion", False)
+    assert (not_paused.check_name, not_paused.passed) == ("champion_not_paused", True)
+    [again, *_] = evidence()
+    assert again.value["folded_now"] is False and again.value["champion"] == live
+
+    champion = champion_model_body(context, EURUSD, folded.value, r["registry"])
+    assert champion.value["promoted"] is False and champion.value["version"] == live
+    assert champion.value["summary"] == f"{live} is the arena's champion and trades already"
