@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Mapping
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
@@ -15,7 +16,6 @@ from session_learning.domain.backtest import BacktestResult
 from session_learning.domain.gates import GateResult
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.trades import QUARANTINE_COLUMN
-from session_learning.domain.training import Candidate, validation_predictions
 from session_learning.reports.plots import (
     calibration_png,
     change_statistic_png,
@@ -212,14 +212,14 @@ def candidate_metadata(
     version: str,
     decision: str,
     baseline: str | None,
-    candidate: Candidate,
+    result: BacktestResult,
     production_result: BacktestResult | None,
-    frame: pd.DataFrame,
+    calibration: tuple[np.ndarray, np.ndarray],
     gates: list[GateResult],
 ) -> dict:
     """UI metadata of ``candidate_model``: its metrics, equity against production, calibration
-    and the gates."""
-    m = candidate.result.metrics
+    (the validation rows' class probabilities and labels) and the gates."""
+    m = result.metrics
     return {
         "version": version,
         "decision": decision,
@@ -233,7 +233,7 @@ def candidate_metadata(
         "equity_curves": dg.MetadataValue.md(
             png_markdown(
                 equity_curves_png(
-                    candidate.result.equity,
+                    result.equity,
                     production_result.equity if production_result else None,
                     f"{key.slug}: {version} vs {baseline or 'no production model'}",
                 ),
@@ -242,9 +242,7 @@ def candidate_metadata(
         ),
         "calibration": dg.MetadataValue.md(
             png_markdown(
-                calibration_png(
-                    *validation_predictions(candidate.model, candidate.features, frame)
-                ),
+                calibration_png(*calibration),
                 "probability calibration on the validation window",
             )
         ),

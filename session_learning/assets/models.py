@@ -34,6 +34,7 @@ from session_learning.assets.metadata import (
 )
 from session_learning.assets.session import of_model, recent_trades
 from session_learning.domain.analysis import ProblemReport, RetrainPlan
+from session_learning.domain.backtest import BacktestResult
 from session_learning.domain.bars import BarDataError
 from session_learning.domain.calendars import TradingCalendar, calendar_for
 from session_learning.domain.features import (
@@ -48,12 +49,12 @@ from session_learning.domain.patterns import PatternRules
 from session_learning.domain.trades import valid_trades
 from session_learning.domain.training import (
     BarrierTargets,
-    Candidate,
     LearningConfig,
     build_training_set,
     effective_plan,
     evaluate_production,
     train_candidate,
+    validation_predictions,
 )
 from session_learning.hooks import outcome_hooks
 from session_learning.resources.journal import TradeJournalResource
@@ -189,13 +190,11 @@ def weighted_training_set_body(
     yield dg.Output({"frame": frame, "info": info}, metadata=training_set_metadata(info))
 
 
-def _arena_card(card: dict, candidate: Candidate, info: dict) -> dict:
+def _arena_card(card: dict, result: BacktestResult, info: dict) -> dict:
     """``card`` with what the arena reads: the trades on held-out bars (its change detector is
     designed from them) and where training stopped before them."""
     card["feature_sources"] = feature_sources(card["feature_functions"])
-    card["validation_r"] = [
-        float(r) for r in candidate.result.trades["r_multiple"].to_numpy(dtype=float)
-    ]
+    card["validation_r"] = [float(r) for r in result.trades["r_multiple"].to_numpy(dtype=float)]
     card["validation_rows"] = int(info["rows"]["validation"])
     card["held_out"] = list(info["held_out"])
     card["arena_kind"] = info.get("arena_kind")
@@ -230,7 +229,7 @@ def candidate_model_body(
     candidate = train_candidate(frame, info, learning_settings.learning_config(key), costs, key.bar)
     store = registry.registry()
     live = store.production_version(key)
-    card = _arena_card(candidate.card(info, context.partition_key, live), candidate, info)
+    card = _arena_card(candidate.card(info, context.partition_key, live), candidate.result, info)
     version = store.save_candidate(key, candidate.model, card, window.end)
     # A version that went live keeps the judgement it went live under (a re-run of its
     # partition shows that verdict against the model it replaced, not against itself).
@@ -266,7 +265,14 @@ def candidate_model_body(
             "metrics": m.as_dict(),
         },
         metadata=candidate_metadata(
-            key, version, decision, baseline, candidate, production_result, frame, judgement.gates
+            key,
+            version,
+            decision,
+            baseline,
+            candidate.result,
+            production_result,
+            validation_predictions(candidate.model, candidate.features, frame),
+            judgement.gates,
         ),
     )
     candidate_key = dg.AssetKey([key.slug, "candidate_model"])
