@@ -201,12 +201,11 @@ def _arena_card(card: dict, result: BacktestResult, info: dict) -> dict:
     return card
 
 
-def _decision(judgement: Judgement, kept: bool, baseline: str | None, in_arena: bool) -> str:
+def _decision(judgement: Judgement, kept: bool, enters_arena: bool) -> str:
     """What happens to a judged candidate, in one line."""
     if not judgement.passed:
         outcome = judgement.summary
-    elif baseline is not None and in_arena:
-        # After the first deployment only the arena's forward evidence promotes.
+    elif enters_arena:
         outcome = "passed every gate: enters the arena as a challenger"
     else:
         outcome = "passed every gate: will be deployed"
@@ -252,7 +251,9 @@ def candidate_model_body(
             judged_at=pd.Timestamp.now(tz="UTC").isoformat(),
         )
         store.record_judgement(key, version, judgement.to_record())
-    decision = _decision(judgement, kept, baseline, store.arena(key) is not None)
+    # After the first deployment only the arena's forward evidence promotes.
+    enters_arena = judgement.passed and baseline is not None and store.arena(key) is not None
+    decision = _decision(judgement, kept, enters_arena)
     m = candidate.result.metrics
     yield dg.Output(
         {
