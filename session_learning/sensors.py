@@ -23,6 +23,62 @@ NEW_TRADES_FOR_LEARNING = 10
 LATE_TRADE_LOOKBACK = pd.Timedelta(days=7)
 
 
+def trade_count_tick(
+    context: dg.SensorEvaluationContext,
+    journal: TradeJournalResource,
+    partitions: dg.TimeWindowPartitionsDefinition,
+) -> dg.RunRequest | dg.SkipReason:
+    """One tick of ``trade_count_sensor``: a learning run of the current session once
+    ``NEW_TRADES_FOR_LEARNING`` trades have closed since the cursor's journal row."""
+    store = journal.journal()
+    newest = store.max_row_id()
+    if context.cursor is None:
+        # First tick: start counting from now rather than learning from the whole journal.
+        context.update_cursor(str(newest))
+        return dg.SkipReason(f"started counting at journal row {newest}")
+    seen = int(context.cursor)
+    new = store.count_trades_after(seen)
+    if new < NEW_TRADES_FOR_LEARNING:
+        return dg.SkipReason(f"{new} new trade(s); learning needs {NEW_TRADES_FOR_LEARNING}")
+    key = session_key_at(partitions, pd.Timestamp.now(tz="UTC").to_pydatetime())
+    context.update_cursor(str(newest))
+    return dg.RunRequest(
+        run_key=f"trades-{newest}",
+        partition_key=key,
+        tags={"session_learning/trigger": f"{new} new trades"},
+    )
+
+
+def late_trade_tick(
+    context: dg.SensorEvaluationContext, journal: TradeJournalResource
+) -> dg.SensorResult | dg.SkipReason:
+    """One tick of ``late_trade_sensor``: an alert per new late trade and a re-run request of
+    each session that has late trades."""
+    store = OutcomeStore(journal.journal())
+    late = store.late_trades(pd.Timestamp.now(tz="UTC"), LATE_TRADE_LOOKBACK)
+    if late.empty:
+        return dg.SkipReason(
+            f"no late trades in the sessions learned in the last {LATE_TRADE_LOOKBACK.days} days"
+        )
+    # The cursor keeps, per session with late trades, the newest late row already alerted.
+    alerted = json.loads(context.cursor) if context.cursor else {}
+    requests, cursor = [], {}
+    for session, rows in late.groupby("session", sort=True):
+        newest = int(rows["row_id"].max())
+        if newest > alerted.get(session, 0):
+            store.journal.add_alert("late_trades", f"session {session}", late_report(session, rows))
+        cursor[session] = newest
+        requests.append(
+            dg.RunRequest(
+                # A new late trade of the same session asks again; the same one does not.
+                run_key=f"late-{session}-{newest}",
+                partition_key=session,
+                tags={"session_learning/trigger": f"{len(rows)} late trade(s)"},
+            )
+        )
+    return dg.SensorResult(run_requests=requests, cursor=dumps(cursor, sort_keys=True))
+
+
 def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="trade_count_sensor",
@@ -32,23 +88,7 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
         f"{NEW_TRADES_FOR_LEARNING}+ trades have closed since the last request.",
     )
     def trade_count_sensor(context: dg.SensorEvaluationContext, journal: TradeJournalResource):
-        store = journal.journal()
-        newest = store.max_row_id()
-        if context.cursor is None:
-            # First tick: start counting from now rather than learning from the whole journal.
-            context.update_cursor(str(newest))
-            return dg.SkipReason(f"started counting at journal row {newest}")
-        seen = int(context.cursor)
-        new = store.count_trades_after(seen)
-        if new < NEW_TRADES_FOR_LEARNING:
-            return dg.SkipReason(f"{new} new trade(s); learning needs {NEW_TRADES_FOR_LEARNING}")
-        key = session_key_at(partitions, pd.Timestamp.now(tz="UTC").to_pydatetime())
-        context.update_cursor(str(newest))
-        return dg.RunRequest(
-            run_key=f"trades-{newest}",
-            partition_key=key,
-            tags={"session_learning/trigger": f"{new} new trades"},
-        )
+        return trade_count_tick(context, journal, partitions)
 
     @dg.run_failure_sensor(
         name="run_failure_alert_sensor",
@@ -78,31 +118,7 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
         f"trade and requests a re-run of each such session.",
     )
     def late_trade_sensor(context: dg.SensorEvaluationContext, journal: TradeJournalResource):
-        store = OutcomeStore(journal.journal())
-        late = store.late_trades(pd.Timestamp.now(tz="UTC"), LATE_TRADE_LOOKBACK)
-        if late.empty:
-            return dg.SkipReason(
-                f"no late trades in the sessions learned in the last {LATE_TRADE_LOOKBACK.days} days"
-            )
-        # The cursor keeps, per session with late trades, the newest late row already alerted.
-        alerted = json.loads(context.cursor) if context.cursor else {}
-        requests, cursor = [], {}
-        for session, rows in late.groupby("session", sort=True):
-            newest = int(rows["row_id"].max())
-            if newest > alerted.get(session, 0):
-                store.journal.add_alert(
-                    "late_trades", f"session {session}", late_report(session, rows)
-                )
-            cursor[session] = newest
-            requests.append(
-                dg.RunRequest(
-                    # A new late trade of the same session asks again; the same one does not.
-                    run_key=f"late-{session}-{newest}",
-                    partition_key=session,
-                    tags={"session_learning/trigger": f"{len(rows)} late trade(s)"},
-                )
-            )
-        return dg.SensorResult(run_requests=requests, cursor=dumps(cursor, sort_keys=True))
+        return late_trade_tick(context, journal)
 
     return [trade_count_sensor, run_failure_alert_sensor, late_trade_sensor]
 

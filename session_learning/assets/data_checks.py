@@ -108,27 +108,13 @@ def check_model_history(
     calendar = market_data.calendar(key)
     needs = history_needs(key, config, session_start, session_end, calendar)
     start = calendar.history_start(session_end, needs.full + 10, key.bar)
+    judged = {"calendar": calendar, "session_start": session_start, "session_end": session_end}
+    judged |= {"config": config}
     try:
         if isinstance(market_data, ValidatedMarketDataResource):
             report = market_data.load(key, start, session_end, now=session_end)
-        else:
-            bars = market_data.bars(key, start, session_end)
-            report = validate_bars(bars, key, calendar=calendar, repair=True, max_gap=None)
+            return check_history(key, report, **judged)
+        bars = market_data.bars(key, start, session_end)
     except (BarDataError, MarketDataError) as exc:
-        return check_history(
-            key,
-            None,
-            session_start=session_start,
-            session_end=session_end,
-            config=config,
-            calendar=calendar,
-            error=exc,
-        )
-    return check_history(
-        key,
-        report,
-        session_start=session_start,
-        session_end=session_end,
-        config=config,
-        calendar=calendar,
-    )
+        return check_loaded_bars(key, None, error=exc, **judged)
+    return check_loaded_bars(key, bars, **judged)

@@ -9,9 +9,9 @@ import pandas as pd
 from pydantic import Field
 
 from session_learning.assets import OWNERS
-from session_learning.assets.metadata import markdown_table
+from session_learning.assets.metadata import performance_metadata
 from session_learning.domain.sessions import DEFAULT_SESSION_HOURS
-from session_learning.reports.plots import new_figure, png_bytes, png_markdown
+from session_learning.reports.plots import new_figure, png_bytes
 from session_learning.resources.journal import TradeJournalResource
 from session_learning.resources.journal_reports import (
     count_trades_without_exit_time,
@@ -73,12 +73,22 @@ def performance_png(weekly: pd.DataFrame, sessions: pd.DataFrame) -> bytes:
     return png_bytes(fig)
 
 
-def _shown(frame: pd.DataFrame, time_columns: dict[str, str]) -> pd.DataFrame:
-    """Newest first, times as text, for a Markdown table."""
-    shown = frame.iloc[::-1].copy()
-    for column, fmt in time_columns.items():
-        shown[column] = shown[column].dt.strftime(fmt)
-    return shown
+def learning_performance_body(
+    config: LearningPerformanceConfig, journal: TradeJournalResource, session_hours: int
+) -> dg.MaterializeResult:
+    """The weekly and per-session win rates of the lookback, their trend and plot."""
+    now = pd.Timestamp(config.now) if config.now else pd.Timestamp.now(tz="UTC")
+    start, end = lookback_window(now, config.lookback_weeks)
+    trades = journal.journal()
+    weekly = weekly_win_rate(trades, start, end)
+    sessions = session_performance(trades, start, end, session_hours)
+    trend = win_rate_trend(weekly, TREND_WEEKS)
+    png = performance_png(weekly, sessions)
+    return dg.MaterializeResult(
+        metadata=performance_metadata(
+            start, end, weekly, sessions, trend, count_trades_without_exit_time(trades), png
+        )
+    )
 
 
 def build_performance_assets(
@@ -95,28 +105,6 @@ def build_performance_assets(
 
         Counts journal rows as stored (winners pnl > 0, losers pnl < 0); rows without a pnl
         or an exit time are counted apart."""
-        now = pd.Timestamp(config.now) if config.now else pd.Timestamp.now(tz="UTC")
-        start, end = lookback_window(now, config.lookback_weeks)
-        trades = journal.journal()
-        weekly = weekly_win_rate(trades, start, end)
-        sessions = session_performance(trades, start, end, session_hours)
-        trend = win_rate_trend(weekly, TREND_WEEKS)
-        png = performance_png(weekly, sessions)
-        return dg.MaterializeResult(
-            metadata={
-                "window": f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC",
-                "trades": int(weekly["trades"].sum()),
-                "latest_week": f"{trend.latest_week:%Y-%m-%d}" if trend.latest_week else "none",
-                "latest_weekly_win_rate": dg.MetadataValue.float(trend.latest_win_rate),
-                "win_rate_change_vs_4_weeks_ago": dg.MetadataValue.float(trend.change),
-                "trades_without_pnl": int(weekly["without_pnl"].sum()),
-                "trades_without_exit_time": count_trades_without_exit_time(trades),
-                "weekly": markdown_table(_shown(weekly, {"week_start": "%Y-%m-%d"})),
-                "sessions": markdown_table(
-                    _shown(sessions, {"session_start": "%Y-%m-%d %H:%M", "session_end": "%H:%M"})
-                ),
-                "plot": dg.MetadataValue.md(png_markdown(png, "weekly win rate")),
-            }
-        )
+        return learning_performance_body(config, journal, session_hours)
 
     return [learning_performance]

@@ -1,7 +1,7 @@
 """Session analysis assets: trades of the session, CSV exports, breakdown, problem report."""
 
 import dataclasses
-import math
+import functools
 import typing
 
 import dagster as dg
@@ -9,10 +9,14 @@ import pandas as pd
 from pydantic import Field, create_model
 
 from session_learning.assets import OWNERS
-from session_learning.assets.metadata import markdown_table, session_check_spec
+from session_learning.assets.metadata import (
+    breakdown_metadata,
+    report_metadata,
+    session_check_spec,
+    session_trades_metadata,
+)
 from session_learning.domain.analysis import (
     LearningRules,
-    ProblemReport,
     analyze_session,
     breakdown,
 )
@@ -20,7 +24,6 @@ from session_learning.domain.keys import ModelKey
 from session_learning.domain.patterns import find_loser_patterns
 from session_learning.domain.sessions import of_model, recent_trades
 from session_learning.domain.trades import (
-    QUARANTINE_COLUMN,
     judge_unplaceable,
     quarantine_counts,
     quarantined_trades,
@@ -96,18 +99,100 @@ def rules_from_config(config: dg.Config) -> LearningRules:
     return LearningRules.preset(config.preset, **overrides)
 
 
+def session_trades_body(
+    window: dg.TimeWindow, journal: TradeJournalResource, models: tuple[ModelKey, ...]
+):
+    """The ``session_trades`` output and its ``session_trades_are_clean`` result."""
+    raw = journal.journal().trades_exited_between(window.start, window.end)
+    trades = validate_trades(raw, known_models=models)
+    bad = quarantined_trades(trades)
+    good = valid_trades(trades)
+    # Rows no session contains fail every session's check until they are corrected, so a
+    # written row can never vanish unreported.
+    unplaced = judge_unplaceable(journal.journal().unplaceable_trades(), known_models=models)
+    yield dg.Output(trades, metadata=session_trades_metadata(raw, good, bad, unplaced))
+    counts = quarantine_counts(trades)
+    problems = []
+    if not bad.empty:
+        problems.append(
+            f"{len(bad)} row(s) quarantined: "
+            + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
+        )
+    if not unplaced.empty:
+        problems.append(
+            f"{len(unplaced)} journal row(s) belong to no session, their exit_time cannot be "
+            f"placed (trade_id {', '.join(map(str, unplaced['trade_id'].head(5)))}"
+            f"{', ...' if len(unplaced) > 5 else ''}): correct them and re-import with "
+            "session-learning import-trades --apply-corrections"
+        )
+    yield dg.AssetCheckResult(
+        check_name="session_trades_are_clean",
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(problems) or "all journal rows passed the quality rules",
+        metadata={
+            "quarantined": len(bad),
+            "rows_in_no_session": len(unplaced),
+            **{f"reason: {k}": v for k, v in counts.items()},
+        },
+    )
+
+
+def trade_exports_body(
+    window: dg.TimeWindow, session_trades: pd.DataFrame, exports: TradeExportsResource
+) -> dg.MaterializeResult:
+    """Write the session's CSV files; their paths and the valid rows as metadata."""
+    paths = exports.write_session(session_trades, window.end)
+    return dg.MaterializeResult(
+        metadata={
+            **{f"{name}_csv": dg.MetadataValue.path(str(p)) for name, p in paths.items()},
+            "rows": len(valid_trades(session_trades)),
+        }
+    )
+
+
+def session_breakdown_body(session_trades: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """The breakdown of the session's valid trades, with its failing/warning counts."""
+    table = breakdown(valid_trades(session_trades))
+    return dg.Output(table, metadata=breakdown_metadata(table))
+
+
+def problem_report_body(
+    window: dg.TimeWindow,
+    config: dg.Config,
+    session_trades: pd.DataFrame,
+    journal: TradeJournalResource,
+    models: tuple[ModelKey, ...],
+) -> dg.Output[dict]:
+    """The session's problem report under ``config`` (a ``ProblemReportConfig``)."""
+    start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+    recent = recent_trades(journal.journal(), models, end, config.pattern_lookback_days)
+    report = analyze_session(
+        valid_trades(session_trades),
+        models,
+        start,
+        end,
+        rules_from_config(config),
+        patterns={k.slug: find_loser_patterns(of_model(recent, k), None) for k in models},
+    )
+    return dg.Output(report.to_dict(), metadata=report_metadata(report))
+
+
 def build_session_assets(
     partitions_def: dg.PartitionsDefinition, models: tuple[ModelKey, ...]
 ) -> list[dg.AssetsDefinition]:
     """The session-level assets for the configured models."""
-    hooks = outcome_hooks(partitions_def)
-
-    @dg.asset(
+    # Every session asset: one partition per session, in the session_analysis group.
+    session_asset = functools.partial(
+        dg.asset,
         partitions_def=partitions_def,
         group_name=GROUP,
         owners=OWNERS,
+        hooks=outcome_hooks(partitions_def),
+    )
+
+    @session_asset(
         kinds={"sql", "pandas"},
-        hooks=hooks,
         check_specs=[
             session_check_spec(
                 "session_trades_are_clean",
@@ -125,64 +210,9 @@ def build_session_assets(
         id, exit before entry, prices that contradict direction/TP/SL, NaN, unknown model, naive
         timestamps) carry a ``quarantine_reason`` and are left out of the analysis.
         """
-        window = context.partition_time_window
-        raw = journal.journal().trades_exited_between(window.start, window.end)
-        trades = validate_trades(raw, known_models=models)
-        bad = quarantined_trades(trades)
-        good = valid_trades(trades)
-        # Rows no session contains fail every session's check until they are corrected, so a
-        # written row can never vanish unreported.
-        unplaced = judge_unplaceable(journal.journal().unplaceable_trades(), known_models=models)
-        yield dg.Output(
-            trades,
-            metadata={
-                "journal_rows": len(raw),
-                "valid_trades": len(good),
-                "quarantined": len(bad),
-                "winners": int((good["pnl"] > 0).sum()),
-                "losers": int((good["pnl"] < 0).sum()),
-                "quarantined_rows": markdown_table(
-                    bad[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
-                ),
-                "journal_rows_without_exit_time": len(unplaced),
-                "rows_in_no_session": markdown_table(
-                    unplaced[["trade_id", "symbol", "timeframe", QUARANTINE_COLUMN]]
-                ),
-            },
-        )
-        counts = quarantine_counts(trades)
-        problems = []
-        if not bad.empty:
-            problems.append(
-                f"{len(bad)} row(s) quarantined: "
-                + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
-            )
-        if not unplaced.empty:
-            problems.append(
-                f"{len(unplaced)} journal row(s) belong to no session, their exit_time cannot be "
-                f"placed (trade_id {', '.join(map(str, unplaced['trade_id'].head(5)))}"
-                f"{', ...' if len(unplaced) > 5 else ''}): correct them and re-import with "
-                "session-learning import-trades --apply-corrections"
-            )
-        yield dg.AssetCheckResult(
-            check_name="session_trades_are_clean",
-            passed=not problems,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="; ".join(problems) or "all journal rows passed the quality rules",
-            metadata={
-                "quarantined": len(bad),
-                "rows_in_no_session": len(unplaced),
-                **{f"reason: {k}": v for k, v in counts.items()},
-            },
-        )
+        yield from session_trades_body(context.partition_time_window, journal, models)
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"csv"},
-        hooks=hooks,
-    )
+    @session_asset(kinds={"csv"})
     def trade_exports(
         context: dg.AssetExecutionContext,
         session_trades: pd.DataFrame,
@@ -192,42 +222,15 @@ def build_session_assets(
 
         Re-running a partition rewrites the same files; quarantined rows go to quarantine_<ts>.csv.
         """
-        paths = exports.write_session(session_trades, context.partition_time_window.end)
-        return dg.MaterializeResult(
-            metadata={
-                **{f"{name}_csv": dg.MetadataValue.path(str(p)) for name, p in paths.items()},
-                "rows": len(valid_trades(session_trades)),
-            }
-        )
+        return trade_exports_body(context.partition_time_window, session_trades, exports)
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"pandas"},
-        hooks=hooks,
-    )
+    @session_asset(kinds={"pandas"})
     def session_breakdown(session_trades: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         """Per symbol/timeframe and per direction: trades, winners, losers, win rate, P&L,
         profit factor and status (ok / warning / failing)."""
-        table = breakdown(valid_trades(session_trades))
-        models_only = table.loc[table["direction"] == "all"]
-        return dg.Output(
-            table,
-            metadata={
-                "breakdown": markdown_table(with_na(table)),
-                "models_failing": int((models_only["status"] == "failing").sum()),
-                "models_warning": int((models_only["status"] == "warning").sum()),
-            },
-        )
+        return session_breakdown_body(session_trades)
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"python"},
-        hooks=hooks,
-    )
+    @session_asset(kinds={"python"})
     def problem_report(
         context: dg.AssetExecutionContext,
         config: ProblemReportConfig,  # type: ignore[valid-type]
@@ -236,82 +239,8 @@ def build_session_assets(
     ) -> dg.Output[dict]:
         """Problems of the session (struggling models, overconfident losers, directional bias,
         loser patterns), whether it triggers learning, and the retraining plan of every model."""
-        window = context.partition_time_window
-        start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-        recent = recent_trades(journal.journal(), models, end, config.pattern_lookback_days)
-        report = analyze_session(
-            valid_trades(session_trades),
-            models,
-            start,
-            end,
-            rules_from_config(config),
-            patterns={k.slug: find_loser_patterns(of_model(recent, k), None) for k in models},
+        return problem_report_body(
+            context.partition_time_window, config, session_trades, journal, models
         )
-        return dg.Output(report.to_dict(), metadata=report_metadata(report))
 
     return [session_trades, trade_exports, session_breakdown, problem_report]
-
-
-def _rate(value: float | None) -> dg.MetadataValue:
-    """A win rate or profit factor for the UI: "n/a" when there was nothing to measure."""
-    if value is None:
-        return dg.MetadataValue.text("n/a")
-    return dg.MetadataValue.float(value) if math.isfinite(value) else dg.MetadataValue.text("∞")
-
-
-def with_na(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with every missing value written as "n/a" (for Markdown and CSV)."""
-    return table.astype(object).where(table.notna(), "n/a")
-
-
-def report_metadata(report: ProblemReport) -> dict:
-    """UI metadata of a problem report: trigger, problems and plans as tables."""
-    problems = pd.DataFrame(
-        [
-            {"kind": p.kind, "model": p.model or "session", "problem": p.message}
-            for p in report.problems
-        ],
-        columns=["kind", "model", "problem"],
-    )
-    plans = pd.DataFrame(
-        [
-            {
-                "model": slug,
-                "retrain": plan.retrain,
-                "boosted trades": len(plan.trade_boosts),
-                "edge threshold": plan.edge_threshold,
-                "l2_leaf_reg": plan.l2_leaf_reg,
-                "class weights": ", ".join(f"{k} {v:g}" for k, v in plan.class_weights.items()),
-                "why": "; ".join(plan.reasons),
-            }
-            for slug, plan in report.plans.items()
-        ]
-    )
-    return {
-        "triggered": report.trigger.triggered,
-        "trigger": report.trigger.message,
-        "trades": report.summary["trades"],
-        "win_rate": _rate(report.summary["win_rate"]),
-        "profit_factor": _rate(report.summary["profit_factor"]),
-        "pnl": float(report.summary["pnl"]),
-        "problems_found": len(report.problems),
-        "models_to_retrain": sum(p.retrain for p in report.plans.values()),
-        "problems": markdown_table(problems),
-        "plan": markdown_table(plans),
-        "loser_patterns": markdown_table(
-            pd.DataFrame(
-                [
-                    {
-                        "model": p["model"],
-                        "dimension": p["dimension"],
-                        "bucket": p["bucket"],
-                        "trades": p["trades"],
-                        "loss rate": p["loss_rate"],
-                        "model loss rate": p["baseline_loss_rate"],
-                        "p": p["p_value"],
-                    }
-                    for p in report.patterns
-                ]
-            )
-        ),
-    }

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from session_learning.assets.arena import _gate, _stamp
+from session_learning.assets.arena_state import _gate, _stamp
 from session_learning.domain.arena import Challenger
 from session_learning.domain.arena_evidence import PairEvidence
 from session_learning.domain.arena_session import ArenaState
