@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from session_learning.domain.sessions import check_session_hours
-from session_learning.resources.journal import TradeJournal, metadata, trades_table
+from session_learning.resources.journal import TradeJournal, create_tables, trades_table
 
 HOUR_US = 3_600_000_000
 WEEK_US = 7 * 24 * HOUR_US
@@ -86,7 +86,7 @@ def _bucket_counts(
         .order_by(rows.c.bucket)
     )
     with journal.transaction() as conn:
-        metadata.create_all(conn)
+        create_tables(conn)
         result = conn.execute(query).all()
     frame = pd.DataFrame(
         [tuple(r) for r in result],
@@ -154,7 +154,7 @@ def count_trades_without_exit_time(journal: TradeJournal) -> int:
         .where(trades_table.c.exit_time_us.is_(None))
     )
     with journal.transaction() as conn:
-        metadata.create_all(conn)
+        create_tables(conn)
         return int(conn.execute(query).scalar())
 
 

@@ -27,8 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from session_learning.domain.json_encoding import dumps
-from session_learning.resources.journal import TradeJournal, alerts_table
-from session_learning.resources.journal import metadata as journal_metadata
+from session_learning.resources.journal import TradeJournal, alerts_table, create_tables
 
 SESSION = "*"  # the model name of session-level outcomes
 STEP_SEPARATOR = "__"  # Dagster step keys of per-model assets: EURUSD_30T__candidate_model
@@ -134,8 +133,7 @@ class OutcomeStore:
         self.journal = journal
 
     def _ready(self, conn: sa.Connection) -> None:
-        journal_metadata.create_all(conn)  # the alerts table
-        outcomes_metadata.create_all(conn)
+        create_tables(conn, outcomes_metadata)  # the journal's alerts table and the outcomes
 
     # --- outcomes -------------------------------------------------------------------------
 

@@ -284,3 +284,43 @@ def test_rows_without_trade_id_are_recognised_by_their_values_on_reimport(journa
     assert journal.count_trades() == 2
     reasons = _reasons(journal.trades_exited_between(*SESSION))
     assert all("missing value: trade_id" in r for r in reasons.values())  # quarantined, kept
+
+
+def _first_run(url: str, trade_id: str, start, errors: list) -> None:
+    journal = TradeJournal(url)
+    start.wait()
+    try:
+        journal.add_trades(frame([trade(trade_id=trade_id)]))
+    except Exception as exc:  # collected, asserted by the caller
+        errors.append(exc)
+
+
+def test_first_runs_at_once_create_the_tables_once(clean_postgres_url):
+    # Eight first runs on an empty PostgreSQL database at the same instant: each writes a
+    # trade; every write lands and none fails on the catalog's unique index (creating the same
+    # table type twice), round after round.
+    import threading
+
+    import sqlalchemy as sa
+
+    for round_ in range(3):
+        engine = sa.create_engine(clean_postgres_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
+        start, errors = threading.Barrier(8), []
+        ids = [f"r{round_}-{i}" for i in range(8)]
+        threads = [
+            threading.Thread(target=_first_run, args=(clean_postgres_url, t, start, errors))
+            for t in ids
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        stored = TradeJournal(clean_postgres_url).trades_exited_between(
+            pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC")
+        )["trade_id"]
+        assert sorted(stored) == sorted(ids)

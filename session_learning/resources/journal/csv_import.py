@@ -27,7 +27,7 @@ from session_learning.resources.journal.rows import (
 from session_learning.resources.journal.schema import (
     TradeImportError,
     corrections_table,
-    metadata,
+    create_tables,
     raw_values_table,
     trades_table,
 )
@@ -284,7 +284,7 @@ class CsvImport:
         )
         now = pd.Timestamp.now(tz="UTC").isoformat()
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             try:
                 reader = pd.read_csv(
                     path,

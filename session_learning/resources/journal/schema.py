@@ -127,6 +127,28 @@ SHADOW_TRADE_COLUMNS = tuple(
 )
 
 
+# Any fixed number: the advisory lock that serializes creating the tables on PostgreSQL.
+SCHEMA_LOCK_KEY = 0x5E55_1011
+
+
+def create_tables(conn: sa.Connection, *more: sa.MetaData) -> None:
+    """Create the journal's tables (and those of ``more``, kept in the same database) that do
+    not exist yet, in the caller's transaction; safe to call every time.
+
+    On PostgreSQL two first runs at once would both create the same tables and one would fail
+    on the catalog's unique index (``pg_type_typname_nsp_index``); while a table is missing,
+    creators take a transaction-level advisory lock, so the second waits for the first's
+    commit and then finds the tables there.
+    """
+    metadatas = (metadata, *more)
+    if conn.dialect.name == "postgresql":
+        inspector = sa.inspect(conn)
+        if not all(inspector.has_table(t) for m in metadatas for t in m.tables):
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+    for meta in metadatas:
+        meta.create_all(conn)
+
+
 class JournalError(RuntimeError):
     """The trade journal could not be read or written."""
 

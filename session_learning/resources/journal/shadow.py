@@ -13,7 +13,7 @@ from session_learning.resources.journal.rows import _is_blank
 from session_learning.resources.journal.schema import (
     SHADOW_TRADE_COLUMNS,
     JournalError,
-    metadata,
+    create_tables,
     shadow_trades_table,
 )
 
@@ -39,7 +39,7 @@ class ShadowTrades:
         # Connects even for an empty batch: a session's shadow book is recorded in the journal,
         # so an unreachable journal stops the session's arena fold rather than skipping it.
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             if conn.dialect.name == "postgresql":
                 from sqlalchemy.dialects.postgresql import insert
             else:
@@ -66,6 +66,6 @@ class ShadowTrades:
             query = query.where(table.c.member_version == member_version)
         query = query.order_by(table.c.exit_time_us, table.c.member_version, table.c.shadow_id)
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             rows = conn.execute(query).mappings().all()
         return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])

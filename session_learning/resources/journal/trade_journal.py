@@ -29,7 +29,7 @@ from session_learning.resources.journal.schema import (
     JournalUnavailableError,
     alerts_table,
     corrections_table,
-    metadata,
+    create_tables,
     raw_values_table,
     signals_table,
     trades_table,
@@ -89,7 +89,7 @@ class TradeJournal(CsvImport, ShadowTrades):
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to call every time)."""
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
 
     def add_trades(self, trades: pd.DataFrame | Iterable[dict]) -> int:
         """Append closed trades as given (bad rows too: the session's quality rules judge them).
@@ -107,7 +107,7 @@ class TradeJournal(CsvImport, ShadowTrades):
         if not rows:
             return 0
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             _insert(conn, rows)
         return len(rows)
 
@@ -115,7 +115,7 @@ class TradeJournal(CsvImport, ShadowTrades):
         """Every correction applied to journaled trades, oldest first."""
         query = sa.select(corrections_table).order_by(corrections_table.c.correction_id)
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             rows = conn.execute(query).mappings().all()
         return pd.DataFrame(
             [dict(r) for r in rows], columns=[c.name for c in corrections_table.columns]
@@ -125,7 +125,7 @@ class TradeJournal(CsvImport, ShadowTrades):
         ids = list(trade_ids)
         found: set[str] = set()
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 query = sa.select(trades_table.c.trade_id).where(trades_table.c.trade_id.in_(chunk))
@@ -153,7 +153,7 @@ class TradeJournal(CsvImport, ShadowTrades):
             raw_values_table.c.row_id.in_(sa.select(trades_table.c.row_id).where(*conditions))
         )
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             rows = conn.execute(query).mappings().all()
             raw = conn.execute(raw_query).all()
         frame = pd.DataFrame(
@@ -170,14 +170,14 @@ class TradeJournal(CsvImport, ShadowTrades):
     def max_row_id(self) -> int:
         """The newest journal row id (0 when empty): a cursor for "trades since"."""
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             return int(conn.execute(sa.select(sa.func.max(trades_table.c.row_id))).scalar() or 0)
 
     def count_trades_after(self, row_id: int) -> int:
         """Journal rows written after ``row_id``."""
         query = sa.select(sa.func.count()).where(trades_table.c.row_id > row_id)
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             return int(conn.execute(query).scalar())
 
     def trades_of_version(self, symbol: str, timeframe: str, model_version: str) -> pd.DataFrame:
@@ -195,7 +195,7 @@ class TradeJournal(CsvImport, ShadowTrades):
         row = {**signal, "status": "open", "trade_id": None}
         try:
             with self._connect() as conn:
-                metadata.create_all(conn)
+                create_tables(conn)
                 conn.execute(signals_table.insert(), [row])
         except JournalError as exc:
             # The unique (model, bar) constraint decides, so two monitors cannot race past it.
@@ -212,7 +212,7 @@ class TradeJournal(CsvImport, ShadowTrades):
             .order_by(signals_table.c.bar_time, signals_table.c.signal_id)
         )
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             rows = conn.execute(query).mappings().all()
         return pd.DataFrame(
             [dict(r) for r in rows], columns=[c.name for c in signals_table.columns]
@@ -225,7 +225,7 @@ class TradeJournal(CsvImport, ShadowTrades):
         """
         now = pd.Timestamp.now(tz="UTC").isoformat()
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             updated = conn.execute(
                 signals_table.update()
                 .where(signals_table.c.signal_id == signal_id)
@@ -251,17 +251,17 @@ class TradeJournal(CsvImport, ShadowTrades):
             "message": message,
         }
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             conn.execute(alerts_table.insert(), [row])
 
     def alerts(self, limit: int = 50) -> pd.DataFrame:
         query = sa.select(alerts_table).order_by(alerts_table.c.alert_id.desc()).limit(limit)
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             rows = conn.execute(query).mappings().all()
         return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in alerts_table.columns])
 
     def count_trades(self) -> int:
         with self._connect() as conn:
-            metadata.create_all(conn)
+            create_tables(conn)
             return int(conn.execute(sa.select(sa.func.count()).select_from(trades_table)).scalar())
