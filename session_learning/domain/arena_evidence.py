@@ -34,6 +34,23 @@ class PairEvidence:
     vs_champion: EvidenceState
     vs_flat: EvidenceState
 
+    def as_dict(self) -> dict:
+        return {
+            "champion": self.champion,
+            "champion_since": self.champion_since,
+            "vs_champion": self.vs_champion.as_dict(),
+            "vs_flat": self.vs_flat.as_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> PairEvidence:
+        return cls(
+            champion=data["champion"],
+            champion_since=int(data["champion_since"]),
+            vs_champion=EvidenceState.from_dict(data["vs_champion"]),
+            vs_flat=EvidenceState.from_dict(data["vs_flat"]),
+        )
+
 
 def record_session(
     arena: Arena,

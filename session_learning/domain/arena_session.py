@@ -74,7 +74,7 @@ from session_learning.domain.backtest import (
     CostModel,
 )
 from session_learning.domain.drift import ChangeDetector, ChangeResult
-from session_learning.domain.evidence import EvidenceSettings, EvidenceState, barrier_span_r
+from session_learning.domain.evidence import EvidenceSettings, barrier_span_r
 from session_learning.domain.keys import TRADE_COLUMNS, ModelKey
 from session_learning.domain.shadow import shadow_book
 
@@ -154,7 +154,7 @@ class ArenaState:
         return {
             "schema": STATE_SCHEMA,
             "arena": self.arena.as_dict(),
-            "evidence": {v: _pair_as_dict(p) for v, p in sorted(self.evidence.items())},
+            "evidence": {v: p.as_dict() for v, p in sorted(self.evidence.items())},
             "detector": None if self.detector is None else dict(self.detector.__dict__),
             "designs": {v: dict(d.__dict__) for v, d in sorted(self.designs.items())},
             "gates": {v: g.as_dict() for v, g in sorted(self.gates.items())},
@@ -174,10 +174,10 @@ class ArenaState:
             detector = data["detector"]
             return cls(
                 arena=Arena.from_dict(data["arena"]),
-                evidence={v: _pair_from_dict(p) for v, p in data["evidence"].items()},
+                evidence={v: PairEvidence.from_dict(p) for v, p in data["evidence"].items()},
                 detector=None if detector is None else ChangeDetector(**detector),
                 designs={v: ChangeDetector(**d) for v, d in data["designs"].items()},
-                gates={v: _gate_from_dict(g) for v, g in data["gates"].items()},
+                gates={v: GateVerdict.from_dict(g) for v, g in data["gates"].items()},
                 books={v: BookPoint.from_dict(b) for v, b in data["books"].items()},
             )
         except (KeyError, TypeError) as exc:
@@ -499,31 +499,3 @@ def _empty_trade_rows() -> pd.DataFrame:
     types = {c: object if c in text else "float64" for c in SHADOW_TRADE_COLUMNS}
     types.update(entry_time="datetime64[ns, UTC]", exit_time="datetime64[ns, UTC]", shadow=bool)
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in types.items()})
-
-
-def _pair_as_dict(pair: PairEvidence) -> dict:
-    return {
-        "champion": pair.champion,
-        "champion_since": pair.champion_since,
-        "vs_champion": pair.vs_champion.as_dict(),
-        "vs_flat": pair.vs_flat.as_dict(),
-    }
-
-
-def _pair_from_dict(data: Mapping) -> PairEvidence:
-    return PairEvidence(
-        champion=data["champion"],
-        champion_since=int(data["champion_since"]),
-        vs_champion=EvidenceState.from_dict(data["vs_champion"]),
-        vs_flat=EvidenceState.from_dict(data["vs_flat"]),
-    )
-
-
-def _gate_from_dict(data: Mapping) -> GateVerdict:
-    return GateVerdict(
-        passed=bool(data["passed"]),
-        data=data["data"],
-        evaluated_from=pd.Timestamp(data["evaluated_from"]),
-        trained_until=pd.Timestamp(data["trained_until"]),
-        failed=tuple(data.get("failed", ())),
-    )

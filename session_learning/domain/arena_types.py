@@ -170,6 +170,16 @@ class GateVerdict:
             "failed": list(self.failed),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> GateVerdict:
+        return cls(
+            passed=bool(data["passed"]),
+            data=data["data"],
+            evaluated_from=pd.Timestamp(data["evaluated_from"]),
+            trained_until=pd.Timestamp(data["trained_until"]),
+            failed=tuple(data.get("failed", ())),
+        )
+
 
 @dataclass(frozen=True)
 class Admission:
