@@ -482,7 +482,7 @@ def analyze_session(
     ``patterns`` (by model slug: loser patterns found over a longer lookback of the journal)
     are reported, not put in the plans: that lookback overlaps the candidates' validation
     windows. The training set searches again, without the trades its held-out span touched
-    (``learning.build_training_set(pattern_trades=...)``), and weights rows by what it finds.
+    (``training.build_training_set(pattern_trades=...)``), and weights rows by what it finds.
     """
     summary = session_summary(trades)
     trigger = trigger_status(trades, rules)

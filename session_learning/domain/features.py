@@ -1,6 +1,6 @@
 """Causal features from OHLCV bars, and the one ATR the project uses.
 
-A *feature function* takes bars (see ``models.BAR_COLUMNS``) and returns a DataFrame of feature
+A *feature function* takes bars (see ``keys.BAR_COLUMNS``) and returns a DataFrame of feature
 columns on the same index. The value of a feature at bar ``i`` may use bars ``0..i`` only: it is
 known when bar ``i`` closes. ``build_features`` runs a tuple of feature functions and joins their
 columns; ``DEFAULT_FEATURES`` is the built-in set; ``load_feature_function`` resolves a user's own

@@ -1,7 +1,7 @@
 """Does a model's market history support its learning step? Answered before any training.
 
 ``check_history`` compares the bars a source delivered for one model (validated against the
-symbol's trading calendar) with what ``learning.build_training_set`` needs at a session's end,
+symbol's trading calendar) with what ``training.build_training_set`` needs at a session's end,
 and says in one line whether learning can run and what to change: fetch more history, shorten
 the windows, re-download a hole, or use a higher timeframe.
 

@@ -79,7 +79,7 @@ class _ModelState:
 class Trained:
     """A trained and judged candidate (not stored yet); ``record`` is its candidate-log row."""
 
-    candidate: object  # learning.Candidate
+    candidate: object  # fitting.Candidate
     info: dict
     judgement: Judgement
     record: dict
