@@ -19,7 +19,7 @@ decision) and the replay runs them back to back:
       FLAT trades from the next session, the paused version stays as a challenger and a
       recency-weighted challenger is requested (``arena.requests``);
    b. **evidence**: the session's marks are paired and folded into every challenger's two
-      e-processes, against the champion and against FLAT (``arena.record_session``);
+      e-processes, against the champion and against FLAT (``arena_evidence.record_session``);
    c. **retirement**: challengers that overstayed or became futile leave (``arena.retire``);
    d. **promotion**: ``arena.decide_promotion`` on the evidence and each challenger's gate
       verdict; a winner becomes champion (``arena.promote``) with a fresh change detector (the
@@ -114,8 +114,8 @@ class ArenaState:
     """Everything an arena carries from one session to the next.
 
     ``arena``: members and rules' bookkeeping; ``evidence``: each challenger's running
-    e-processes (``arena.PairEvidence``); ``detector``: the champion's running change detector
-    (None while FLAT is champion, or for a champion with too few validation trades to design
+    e-processes (``arena_evidence.PairEvidence``); ``detector``: the champion's running change
+    detector (None while FLAT is champion, or for a champion with too few validation trades to design
     one); ``designs``: each member's fresh detector, designed from its validation trades when it
     entered, which it starts with when promoted; ``gates``: each member's gate verdict on data it
     never trained on; ``books``: each member's shadow-book resume point.

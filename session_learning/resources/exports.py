@@ -1,4 +1,5 @@
-"""Folders the pipeline writes people-facing files into."""
+"""The session's people-facing files: the folder they go into and the winners/losers/all-trades
+CSV exports written there (atomically; the domain only builds the frames)."""
 
 from __future__ import annotations
 
