@@ -25,7 +25,7 @@ from session_learning.domain.arena_session import (
     admit_newcomers,
     run_arena_session,
 )
-from session_learning.domain.drift import ChangeDetector, design_detector
+from session_learning.domain.drift import ChangeDetector, bracket_detector, design_detector
 from session_learning.domain.gates import Judgement
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.sessions import PARTITION_FORMAT
@@ -51,12 +51,21 @@ def _stamp(version: str) -> pd.Timestamp:
 
 def _detector(card: Mapping, key: ModelKey, session: pd.Timedelta, rules) -> ChangeDetector | None:
     """A member's change detector, designed from its validation trades (the card's
-    ``validation_r``); None with fewer than 30, as for a card written before they were kept."""
+    ``validation_r``); with fewer than 30, from its brackets (``drift.bracket_detector``); None
+    only for a card written before validation trades were kept."""
+    if "validation_r" not in card:
+        return None
     r = np.asarray(card.get("validation_r") or [], dtype=np.float64)
     rows = card.get("validation_rows") or 0
     sessions = rows * key.bar / session
     if len(r) < _MIN_DETECTOR_TRADES or sessions <= 0:
-        return None
+        rule = card["trading_rule"]
+        return bracket_detector(
+            reward_r=rule["tp_atr"] / rule["sl_atr"],
+            trades_per_session=len(r) / sessions if len(r) and sessions > 0 else 1.0,
+            false_alarms_per_100_sessions=rules.false_alarms_per_100_sessions,
+            shift_r=rules.shift_r,
+        )
     return design_detector(
         r,
         trades_per_session=len(r) / sessions,

@@ -215,8 +215,9 @@ class SessionMarks:
 @dataclass(frozen=True)
 class Newcomer:
     """A trained candidate offered to the arena: its version, kind, the gate verdict on data it
-    never trained on and the change detector designed from its validation trades (None when it
-    had too few to design one: it may still win, but as champion it could not be paused)."""
+    never trained on and the change detector designed from its validation trades, or from its
+    brackets when it had too few (``drift.bracket_detector``). None only for a model stored
+    before validation trades were kept: as champion it could not be paused."""
 
     version: str
     kind: ChallengerKind

@@ -186,3 +186,36 @@ def design_detector(
     # A degenerate in-control sample (every trade equal) never moves the statistic.
     threshold = max(threshold, shift_r / 2)
     return ChangeDetector(reference, threshold, false_alarms_per_100_sessions)
+
+
+def bracket_detector(
+    *,
+    reward_r: float,
+    trades_per_session: float,
+    false_alarms_per_100_sessions: float = DEFAULT_FALSE_ALARMS_PER_100_SESSIONS,
+    shift_r: float = DEFAULT_SHIFT_R,
+    seed: int = 0,
+) -> ChangeDetector:
+    """A detector for a champion with too few trades on unseen data to design one from.
+
+    Without such trades nothing says what the champion's R looks like in control, and a champion
+    that cannot be paused is the one failure this detector exists to prevent. Its in-control
+    trades are taken to be its brackets' two outcomes, ``+reward_r`` R (take profit) or -1 R
+    (stop loss), earning ``shift_r / 2`` a trade (the level ``design_detector`` caps every
+    champion at), and the detector is designed from 3,000 of them. Raises ``ValueError`` for a
+    reward that is not positive.
+    """
+    if not reward_r > 0 or not trades_per_session > 0:
+        raise ValueError(
+            f"reward_r and trades_per_session must be positive, got {reward_r}, "
+            f"{trades_per_session}"
+        )
+    win = (shift_r / 2 + 1) / (reward_r + 1)
+    r = np.where(np.random.default_rng(seed).random(3000) < win, reward_r, -1.0)
+    return design_detector(
+        r,
+        trades_per_session=trades_per_session,
+        false_alarms_per_100_sessions=false_alarms_per_100_sessions,
+        shift_r=shift_r,
+        seed=seed,
+    )

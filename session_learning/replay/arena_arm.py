@@ -51,7 +51,7 @@ from session_learning.domain.arena_session import (
     run_arena_session,
 )
 from session_learning.domain.backtest import BacktestConfig, signals_from_probabilities
-from session_learning.domain.drift import ChangeDetector, design_detector
+from session_learning.domain.drift import ChangeDetector, bracket_detector, design_detector
 from session_learning.domain.gates import Judgement
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.sessions import PARTITION_FORMAT
@@ -416,16 +416,21 @@ class ArenaArmReplay(_ArmReplay):
         member.forward = judged
         return gate_verdict(judged, "forward", member.entered, member.trained_until)
 
-    def _design(self, member: _Member, forward: bool = False) -> ChangeDetector | None:
+    def _design(self, member: _Member, forward: bool = False) -> ChangeDetector:
         """Its change detector from its trades on unseen bars: the validation window's, and
-        with ``forward`` its shadow trades too. None with fewer than 30 such trades."""
+        with ``forward`` its shadow trades too; with fewer than 30 such trades, from its brackets
+        (``drift.bracket_detector``)."""
         r = member.validation_r
         sessions = member.validation_sessions
         if forward and member.shadow:
             r = np.concatenate([r, member.shadow_trades()["r_multiple"].to_numpy(dtype=float)])
             sessions += member.sessions
         if len(r) < _MIN_DETECTOR_TRADES or sessions <= 0:
-            return None
+            return bracket_detector(
+                reward_r=member.rule.tp_atr / member.rule.sl_atr,
+                trades_per_session=len(r) / sessions if len(r) and sessions > 0 else 1.0,
+                false_alarms_per_100_sessions=self.config.false_alarms_per_100_sessions,
+            )
         return design_detector(
             r,
             trades_per_session=len(r) / sessions,

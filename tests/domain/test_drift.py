@@ -200,3 +200,22 @@ def test_an_optimistic_validation_does_not_pause_a_champion_that_still_earns():
     # And it still stops a champion that loses: -0.3 R a trade, paused in every stream.
     losing = rng.normal(-0.3, 1.2, (2000, 100 * tps))
     assert (cusum_statistic(losing, detector.reference_r) >= detector.threshold).any(axis=1).all()
+
+
+def test_a_champion_with_few_validation_trades_still_gets_a_detector():
+    # Too few trades on unseen data to design a detector from: the brackets' two outcomes
+    # (+2 R / -1 R) earning 0.25 R a trade stand in. An in-control 2:1 champion is paused within
+    # 100 sessions no more often than the budget; one that loses 0.3 R a trade is paused.
+    from session_learning.domain.drift import bracket_detector
+
+    detector = bracket_detector(reward_r=2.0, trades_per_session=3)
+    assert detector.reference_r == pytest.approx(0.0, abs=0.05)
+    rng = np.random.default_rng(5)
+    in_control = bracket_trades(rng, 0.25, (2000, 300))
+    paused = (cusum_statistic(in_control, detector.reference_r) >= detector.threshold).any(axis=1)
+    assert paused.mean() <= 0.10 + 3 * np.sqrt(0.1 * 0.9 / 2000)
+    losing = bracket_trades(rng, -0.3, (2000, 300))
+    hit = cusum_statistic(losing, detector.reference_r) >= detector.threshold
+    assert hit.any(axis=1).mean() > 0.99
+    with pytest.raises(ValueError, match="reward_r"):
+        bracket_detector(reward_r=0.0, trades_per_session=3)
