@@ -25,7 +25,7 @@ from session_learning.domain.arena_session import (
     admit_newcomers,
     run_arena_session,
 )
-from session_learning.domain.drift import ChangeDetector, bracket_detector, design_detector
+from session_learning.domain.drift import ChangeDetector, champion_detector
 from session_learning.domain.gates import Judgement
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.sessions import PARTITION_FORMAT
@@ -34,7 +34,6 @@ from session_learning.resources.registry import ModelRegistry, RegistryError
 
 # Sessions of evidence shown in the curves.
 PLOTTED_SESSIONS = 60
-_MIN_DETECTOR_TRADES = 30
 
 
 def _key_of(moment: pd.Timestamp) -> str:
@@ -55,23 +54,14 @@ def _detector(card: Mapping, key: ModelKey, session: pd.Timedelta, rules) -> Cha
     only for a card written before validation trades were kept."""
     if "validation_r" not in card:
         return None
-    r = np.asarray(card.get("validation_r") or [], dtype=np.float64)
-    rows = card.get("validation_rows") or 0
-    sessions = rows * key.bar / session
-    if len(r) < _MIN_DETECTOR_TRADES or sessions <= 0:
-        rule = card["trading_rule"]
-        return bracket_detector(
-            reward_r=rule["tp_atr"] / rule["sl_atr"],
-            trades_per_session=len(r) / sessions if len(r) and sessions > 0 else 1.0,
-            false_alarms_per_100_sessions=rules.false_alarms_per_100_sessions,
-            shift_r=rules.shift_r,
-        )
-    return design_detector(
-        r,
-        trades_per_session=len(r) / sessions,
+    rule = card["trading_rule"]
+    return champion_detector(
+        card.get("validation_r") or [],
+        sessions=(card.get("validation_rows") or 0) * key.bar / session,
+        reward_r=rule["tp_atr"] / rule["sl_atr"],
         false_alarms_per_100_sessions=rules.false_alarms_per_100_sessions,
         shift_r=rules.shift_r,
-        block_trades=min(rules.detector_block_trades, len(r)),
+        block_trades=rules.detector_block_trades,
     )
 
 

@@ -219,3 +219,32 @@ def bracket_detector(
         shift_r=shift_r,
         seed=seed,
     )
+
+
+def champion_detector(
+    unseen_r: np.ndarray,
+    *,
+    sessions: float,
+    reward_r: float,
+    false_alarms_per_100_sessions: float = DEFAULT_FALSE_ALARMS_PER_100_SESSIONS,
+    shift_r: float = DEFAULT_SHIFT_R,
+    block_trades: int = DEFAULT_BLOCK_TRADES,
+) -> ChangeDetector:
+    """An arena member's detector: designed from its trades on unseen bars (``unseen_r`` over
+    ``sessions`` sessions; ``design_detector``, runs of ``block_trades``) when it has at least
+    30, else from its brackets (``bracket_detector``, ``reward_r`` = take profit / stop loss)."""
+    r = np.asarray(unseen_r, dtype=np.float64).ravel()
+    if len(r) < _MIN_IN_CONTROL_TRADES or sessions <= 0:
+        return bracket_detector(
+            reward_r=reward_r,
+            trades_per_session=len(r) / sessions if len(r) and sessions > 0 else 1.0,
+            false_alarms_per_100_sessions=false_alarms_per_100_sessions,
+            shift_r=shift_r,
+        )
+    return design_detector(
+        r,
+        trades_per_session=len(r) / sessions,
+        false_alarms_per_100_sessions=false_alarms_per_100_sessions,
+        shift_r=shift_r,
+        block_trades=min(block_trades, len(r)),
+    )

@@ -51,7 +51,7 @@ from session_learning.domain.arena_session import (
     run_arena_session,
 )
 from session_learning.domain.backtest import BacktestConfig, signals_from_probabilities
-from session_learning.domain.drift import ChangeDetector, bracket_detector, design_detector
+from session_learning.domain.drift import ChangeDetector, champion_detector
 from session_learning.domain.gates import Judgement
 from session_learning.domain.keys import ModelKey
 from session_learning.domain.sessions import PARTITION_FORMAT
@@ -77,7 +77,6 @@ ARENA_LOG_COLUMNS = (
 )
 MIN_RECENT_TRAINING_BARS = 500  # the learning step's least training rows
 _SCORE_CHUNK = 512  # bars a member scores at once, ahead of need
-_MIN_DETECTOR_TRADES = 30
 
 
 @dataclass
@@ -425,17 +424,12 @@ class ArenaArmReplay(_ArmReplay):
         if forward and member.shadow:
             r = np.concatenate([r, member.shadow_trades()["r_multiple"].to_numpy(dtype=float)])
             sessions += member.sessions
-        if len(r) < _MIN_DETECTOR_TRADES or sessions <= 0:
-            return bracket_detector(
-                reward_r=member.rule.tp_atr / member.rule.sl_atr,
-                trades_per_session=len(r) / sessions if len(r) and sessions > 0 else 1.0,
-                false_alarms_per_100_sessions=self.config.false_alarms_per_100_sessions,
-            )
-        return design_detector(
+        return champion_detector(
             r,
-            trades_per_session=len(r) / sessions,
+            sessions=sessions,
+            reward_r=member.rule.tp_atr / member.rule.sl_atr,
             false_alarms_per_100_sessions=self.config.false_alarms_per_100_sessions,
-            block_trades=min(self.config.detector_block_trades, len(r)),
+            block_trades=self.config.detector_block_trades,
         )
 
     def _forget(self, key: ModelKey, arena: ArenaState) -> None:
