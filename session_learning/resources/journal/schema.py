@@ -143,8 +143,9 @@ def create_tables(conn: sa.Connection, *more: sa.MetaData) -> None:
     metadatas = (metadata, *more)
     if conn.dialect.name == "postgresql":
         inspector = sa.inspect(conn)
-        if not all(inspector.has_table(t) for m in metadatas for t in m.tables):
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        if all(inspector.has_table(t) for m in metadatas for t in m.tables):
+            return  # the common case: one look at the catalog, not a second in create_all
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
     for meta in metadatas:
         meta.create_all(conn)
 
