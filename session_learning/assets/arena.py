@@ -483,6 +483,8 @@ def _evidence_results(
             f"{record['champion']} trades; CUSUM {change['statistic']:.3g} below "
             f"{change['threshold']:.3g}"
             if change
+            else f"{record['champion']}: no bars in this session, its change detector saw nothing"
+            if record.get("bars") == 0 and record["champion"] != FLAT
             else f"{record['champion']}: no change detector running"
         ),
         metadata={k: v for k, v in change.items() if v is not None},
